@@ -1,0 +1,1 @@
+"""Pure mining logic (no Dagster imports): spans, NTE codec, plan sandbox, planner prompts, metrics."""
