@@ -1,0 +1,95 @@
+"""Reading a JSON Lines corpus with validation: every line becomes a document or a reject.
+
+Each line must be a JSON object with a non-empty string ``id`` (unique in the file) and a
+non-empty string ``text``; other keys are kept as metadata. Nothing is silently dropped:
+``read_corpus`` returns the documents and a reject per bad line, each naming the line and why.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MAX_TEXT_CHARS = 20_000
+
+
+@dataclass(frozen=True)
+class Document:
+    """One corpus record: ``id``, ``text`` and any other JSON keys in ``meta``."""
+
+    id: str
+    text: str
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A corpus line that could not become a document.
+
+    Attributes:
+        source: file name.
+        line_no: 1-based line number.
+        record_id: the ``id`` if one could be read, else ``None``.
+        reason: what is wrong, e.g. ``"invalid JSON: ..."``, ``"empty text"``, ``"duplicate id"``.
+        raw: the first 500 characters of the line.
+    """
+
+    source: str
+    line_no: int
+    record_id: str | None
+    reason: str
+    raw: str
+
+
+def read_corpus(path: str | Path) -> tuple[list[Document], list[Reject]]:
+    """Read ``path`` (UTF-8 JSON Lines) into documents and rejects; blank lines are skipped.
+
+    Returns:
+        ``(documents, rejects)`` with ``len(documents) + len(rejects)`` equal to the number of
+        non-blank lines. Texts longer than :data:`MAX_TEXT_CHARS` are rejected, not truncated.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+    """
+    path = Path(path)
+    docs: list[Document] = []
+    rejects: list[Reject] = []
+    seen: set[str] = set()
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+
+            def reject(reason: str, rid: str | None = None) -> None:
+                rejects.append(Reject(path.name, line_no, rid, reason, line[:500]))
+
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                reject(f"invalid JSON: {exc.msg} at column {exc.colno}")
+                continue
+            if not isinstance(obj, dict):
+                reject(f"expected a JSON object, got {type(obj).__name__}")
+                continue
+            rid = obj.get("id")
+            if not isinstance(rid, str) or not rid.strip():
+                reject("missing or non-string 'id'")
+                continue
+            text = obj.get("text")
+            if not isinstance(text, str):
+                reject("missing or non-string 'text'", rid)
+                continue
+            if not text.strip():
+                reject("empty text", rid)
+                continue
+            if len(text) > MAX_TEXT_CHARS:
+                reject(f"text has {len(text)} characters, over the {MAX_TEXT_CHARS} limit", rid)
+                continue
+            if rid in seen:
+                reject("duplicate id", rid)
+                continue
+            seen.add(rid)
+            meta = {k: v for k, v in obj.items() if k not in ("id", "text")}
+            docs.append(Document(rid, text, meta))
+    return docs, rejects

@@ -1,0 +1,106 @@
+"""The LLM as executor of the two primitives: the annotator (paper 3.5) and the cost baseline.
+
+``LLMPrimitives`` answers ``get_label``/``get_span`` one text at a time through any chat
+callable returning a :class:`~falconer_assets.core.llm_client.ChatResult`-like object
+(``text``, ``latency_s``, ``prompt_tokens``, ``completion_tokens``, ``cached``), using the
+prompts and answer alignment of :mod:`falconer_assets.core.annotate`. It records every answer
+as an :class:`Annotation` so callers can store them and count dropped answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from falconer_assets.core.annotate import (
+    align_answers,
+    label_messages,
+    parse_label,
+    parse_span_answers,
+    span_messages,
+)
+from falconer_assets.core.spans import Span
+
+
+@dataclass
+class Annotation:
+    """One LLM answer to one sub-task on one text.
+
+    Attributes:
+        kind: ``"label"`` or ``"span"``.
+        instruction: the sub-task's instruction string (from the plan).
+        text: the document text.
+        label: the Yes/No decision (label sub-tasks; ``False`` when unparseable).
+        spans: answers aligned to character offsets (span sub-tasks).
+        dropped: answers the LLM gave that are not in the text (not aligned, dropped).
+        parse_ok: ``False`` when a label reply was neither Yes nor No.
+        raw: the LLM reply text.
+        latency_s: wall seconds of the original LLM call (also when served from cache).
+        tokens: prompt + completion tokens of the call.
+    """
+
+    kind: str
+    instruction: str
+    text: str
+    label: bool | None = None
+    spans: list[Span] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    parse_ok: bool = True
+    raw: str = ""
+    latency_s: float = 0.0
+    tokens: int = 0
+    cached: bool = False
+
+
+class LLMPrimitives:
+    """``get_label``/``get_span`` implemented by an LLM, one chat call per text.
+
+    Args:
+        chat: ``chat(messages: list[dict]) -> result`` with attributes ``text``, ``latency_s``,
+            ``prompt_tokens``, ``completion_tokens`` and ``cached``.
+
+    Attributes:
+        annotations: every answer produced so far, in call order.
+    """
+
+    def __init__(self, chat: Callable[[list[dict]], Any]):
+        self._chat = chat
+        self.annotations: list[Annotation] = []
+
+    def annotate(self, kind: str, text: str, instruction: str) -> Annotation:
+        """Ask the LLM one sub-task on one text; raises ValueError for an unknown ``kind``."""
+        if kind == "label":
+            res = self._chat(label_messages(text, instruction))
+            parsed = parse_label(res.text)
+            ann = Annotation(kind, instruction, text, label=bool(parsed), parse_ok=parsed is not None)
+        elif kind == "span":
+            res = self._chat(span_messages(text, instruction))
+            spans, dropped = align_answers(text, parse_span_answers(res.text))
+            ann = Annotation(kind, instruction, text, spans=spans, dropped=dropped)
+        else:
+            raise ValueError(f"unknown sub-task kind {kind!r}; expected 'label' or 'span'")
+        ann.raw = res.text
+        ann.latency_s = float(res.latency_s)
+        ann.tokens = int(res.prompt_tokens or 0) + int(res.completion_tokens or 0)
+        ann.cached = bool(res.cached)
+        self.annotations.append(ann)
+        return ann
+
+    def get_label(self, texts: list[str], instruction: str) -> list[bool]:
+        """Plan primitive: one Yes/No decision per text (unparseable replies count as No)."""
+        return [bool(self.annotate("label", t, instruction).label) for t in texts]
+
+    def get_span(self, texts: list[str], instruction: str) -> list[list[Span]]:
+        """Plan primitive: the aligned answer spans per text."""
+        return [self.annotate("span", t, instruction).spans for t in texts]
+
+    @property
+    def llm_seconds(self) -> float:
+        """Sum of the original wall time of every call made (seconds)."""
+        return sum(a.latency_s for a in self.annotations)
+
+    @property
+    def tokens(self) -> int:
+        """Total prompt + completion tokens of every call made."""
+        return sum(a.tokens for a in self.annotations)
