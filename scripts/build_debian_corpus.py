@@ -59,7 +59,15 @@ TRANSLATION_GLOB = "*main_i18n_Translation-en*"
 APT_HELPER = "/usr/lib/apt/apt-helper"
 
 MIN_TEXT_CHARS = 40
-SKIP_PHRASES = ("transitional package", "dummy package", "transitional dummy")
+SKIP_PHRASES = (
+    "transitional package",
+    "dummy package",
+    "transitional dummy",
+    "transitional metapackage",
+    "transitional placeholder",
+    "transitional empty package",
+    "empty transitional",
+)
 SECTION_PREFIXES = ("contrib/", "non-free-firmware/", "non-free/")
 
 SECURITY = "security"  # pseudo-stratum: any package with a security::* debtag
@@ -203,10 +211,17 @@ def is_transitional(text: str) -> bool:
 
 def build_records(packages: dict[str, dict], translations: dict[str, dict]) -> list[dict]:
     """Join Packages entries with their Translation-en description (by
-    Description-md5), drop short / transitional records, sort by id."""
+    Description-md5, falling back to the package name when the md5 is missing
+    or unknown, e.g. for locally installed versions), drop short /
+    transitional records, sort by id."""
+    by_name: dict[str, dict[str, str]] = {}
+    for tr in translations.values():
+        by_name.setdefault(tr["package"], tr)
     records = []
     for name, pk in packages.items():
         tr = translations.get(pk["md5"]) if pk["md5"] else None
+        if tr is None:
+            tr = by_name.get(name)
         if tr is None:
             continue  # no long description available
         text = format_text(tr["short"] or pk["short"], tr["long"])
