@@ -1,0 +1,174 @@
+"""Tests for falconer_assets.core.planner: prompt building, code extraction, retry loop."""
+
+from __future__ import annotations
+
+import pytest
+
+from falconer_assets.core.plan_sandbox import PlanValidationError, PrimitiveCall, validate_plan
+from falconer_assets.core.planner import (
+    EXAMPLE_PLAN,
+    PLANNER_SYSTEM_PROMPT,
+    PlanAttempt,
+    build_planner_messages,
+    dry_run_plan,
+    extract_code,
+    plan_with_retries,
+)
+
+FIELDS = [{"name": "price", "description": "the laptop price"}]
+INSTRUCTION = "Extract all laptop prices from positive Amazon reviews"
+
+VALID_REPLY = f"Here is the plan:\n```python\n{EXAMPLE_PLAN}\n```\nDone."
+IMPORT_REPLY = "```python\nimport os\n" + EXAMPLE_PLAN + "\n```"
+
+
+class ScriptedChat:
+    """A chat callable returning canned replies in order and recording the messages it got."""
+
+    def __init__(self, replies):
+        self.replies = list(replies)
+        self.calls: list[list[dict]] = []
+
+    def __call__(self, messages):
+        self.calls.append(messages)
+        return self.replies[len(self.calls) - 1]
+
+
+# --- extract_code -----------------------------------------------------------------------------
+
+def test_extract_code_prefers_python_fence():
+    reply = "Text\n```text\nnot code\n```\n```python\ndef plan(texts):\n    pass\n```\n```python\nx\n```"
+    assert extract_code(reply) == "def plan(texts):\n    pass"
+
+
+def test_extract_code_py_tag_case_insensitive():
+    assert extract_code("```Python\na = 1\n```") == "a = 1"
+    assert extract_code("```py\na = 1\n```") == "a = 1"
+
+
+def test_extract_code_falls_back_to_any_fence():
+    assert extract_code("See:\n```\nb = 2\n```\n") == "b = 2"
+
+
+def test_extract_code_unclosed_fence_takes_the_rest():
+    assert extract_code("```python\ndef plan(texts):\n    return 1\n") == "def plan(texts):\n    return 1"
+
+
+def test_extract_code_whole_reply_when_no_fence():
+    assert extract_code("\n  def plan(texts):\n      return 1\n\n") == "def plan(texts):\n    return 1"
+
+
+def test_extract_code_keeps_inner_indentation():
+    code = extract_code("```python\ndef plan(texts):\n    if texts:\n        pass\n```")
+    assert code == "def plan(texts):\n    if texts:\n        pass"
+
+
+@pytest.mark.parametrize("reply", ["", "   \n", "```python\n\n```"])
+def test_extract_code_empty_raises(reply):
+    with pytest.raises(PlanValidationError, match="no code"):
+        extract_code(reply)
+
+
+# --- prompt -----------------------------------------------------------------------------------
+
+def test_system_prompt_examples_are_valid_plans():
+    blocks = PLANNER_SYSTEM_PROMPT.split("```python\n")[1:]
+    codes = [b.split("```")[0] for b in blocks if b.startswith("def ")]
+    assert len(codes) == 2
+    calls = [validate_plan(c).calls for c in codes]
+    assert calls[0] == (PrimitiveCall("span", "Who is the speaker of the talk?"),)
+    assert calls[1] == (PrimitiveCall("label", "Is this review positive?"),
+                        PrimitiveCall("span", "What is the price of the laptop?"))
+    for word in ("get_label", "get_span", "import", "and", "None"):
+        assert word in PLANNER_SYSTEM_PROMPT
+
+
+def test_build_planner_messages_contains_instruction_and_fields():
+    fields = [{"name": "lecturer", "description": "name of the lecturer"}, {"name": "topic"}]
+    msgs = build_planner_messages("Talks about both health and brain", fields)
+    assert [m["role"] for m in msgs] == ["system", "user"]
+    assert msgs[0]["content"] == PLANNER_SYSTEM_PROMPT
+    user = msgs[1]["content"]
+    assert "Talks about both health and brain" in user
+    assert "- lecturer: name of the lecturer" in user
+    assert '"lecturer", "topic"' in user
+
+
+def test_build_planner_messages_appends_feedback_turns():
+    fb = [("reply one", "error one"), ("reply two", "error two")]
+    msgs = build_planner_messages(INSTRUCTION, FIELDS, fb)
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert msgs[2]["content"] == "reply one"
+    assert "error one" in msgs[3]["content"]
+    assert msgs[4]["content"] == "reply two"
+    assert "error two" in msgs[5]["content"]
+
+
+@pytest.mark.parametrize(
+    "instruction, fields",
+    [("", FIELDS), (INSTRUCTION, [{"description": "x"}]), (INSTRUCTION, [{"name": "a"}, {"name": "a"}])],
+)
+def test_build_planner_messages_rejects_bad_input(instruction, fields):
+    with pytest.raises(ValueError):
+        build_planner_messages(instruction, fields)
+
+
+# --- retry loop -------------------------------------------------------------------------------
+
+def test_plan_with_retries_recovers_on_second_attempt():
+    chat = ScriptedChat([IMPORT_REPLY, VALID_REPLY])
+    plan, attempts = plan_with_retries(chat, INSTRUCTION, FIELDS)
+    assert plan.source == EXAMPLE_PLAN
+    assert plan.calls[1] == PrimitiveCall("span", "What is the price of the laptop?")
+    assert len(chat.calls) == 2
+    assert [a.error is None for a in attempts] == [False, True]
+    assert "Import" in attempts[0].error
+    second = chat.calls[1]
+    assert second[-2] == {"role": "assistant", "content": IMPORT_REPLY}
+    assert attempts[0].error in second[-1]["content"]
+    assert len(chat.calls[0]) == 2  # first call had no feedback
+
+
+def test_plan_with_retries_all_invalid_lists_every_attempt():
+    replies = [IMPORT_REPLY, "```python\ndef plan(texts):\n    return eval('1')\n```", "no code here"]
+    chat = ScriptedChat(replies)
+    with pytest.raises(PlanValidationError) as info:
+        plan_with_retries(chat, INSTRUCTION, FIELDS, max_attempts=3)
+    msg = str(info.value)
+    assert "after 3 attempts" in msg
+    assert "attempt 1:" in msg and "Import" in msg
+    assert "attempt 2:" in msg and "'eval'" in msg
+    assert "attempt 3:" in msg
+    assert len(info.value.attempts) == 3
+    assert all(isinstance(a, PlanAttempt) and a.error for a in info.value.attempts)
+    assert len(chat.calls) == 3
+    assert len(chat.calls[2]) == 2 + 2 * 2  # system, task, then two feedback pairs
+
+
+def test_plan_with_retries_dry_run_rejects_wrong_field_name():
+    wrong = "```python\n" + EXAMPLE_PLAN.replace('"price": spans', '"prices": spans') + "\n```"
+    chat = ScriptedChat([wrong, VALID_REPLY])
+    plan, attempts = plan_with_retries(chat, INSTRUCTION, FIELDS)
+    assert "'prices'" in attempts[0].error
+    assert plan.source == EXAMPLE_PLAN
+
+
+def test_plan_with_retries_dry_run_catches_runtime_error():
+    crashing = "```python\ndef plan(texts):\n    x = get_label(texts, 'Is it?')\n    return [x[99]]\n```"
+    chat = ScriptedChat([crashing, VALID_REPLY])
+    _, attempts = plan_with_retries(chat, INSTRUCTION, FIELDS)
+    assert "IndexError" in attempts[0].error
+    # without the dry run the same reply is accepted (it validates statically)
+    plan, attempts = plan_with_retries(ScriptedChat([crashing]), INSTRUCTION, FIELDS, dry_run=False)
+    assert attempts[0].error is None
+
+
+def test_dry_run_allows_omitted_fields():
+    src = ("def plan(texts):\n    s = get_span(texts, 'Who?')\n"
+           "    return [{'name': x} if x else {} for x in s]\n")
+    dry_run_plan(validate_plan(src), ["name", "age"])  # no error
+
+
+def test_plan_with_retries_rejects_zero_attempts():
+    with pytest.raises(ValueError):
+        plan_with_retries(ScriptedChat([]), INSTRUCTION, FIELDS, max_attempts=0)
