@@ -1,6 +1,5 @@
 """Small helpers shared by the asset modules (paths, corpus loading, DuckDB reads)."""
 
-from __future__ import annotations
 
 import json
 from pathlib import Path

@@ -1,6 +1,5 @@
 """Stage 5, eval (paper 4.2): proxy vs annotator on the held-out slice, and proxy vs LLM speed."""
 
-from __future__ import annotations
 
 import time
 from collections import defaultdict

@@ -1,6 +1,5 @@
 """Stage 2, generator (paper 3.5): a seeded ~5% corpus sample and LLM annotations of every sub-task."""
 
-from __future__ import annotations
 
 import json
 import time

@@ -1,6 +1,5 @@
 """Stage 4, mining: the plan over the whole corpus with the proxy executing the primitives."""
 
-from __future__ import annotations
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource

@@ -1,6 +1,5 @@
 """Stage 1, planner (paper 3.4): instruction -> validated plan source."""
 
-from __future__ import annotations
 
 import json
 from datetime import datetime, timezone

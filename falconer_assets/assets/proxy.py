@@ -1,6 +1,5 @@
 """Stage 3, proxy (paper 3.3/3.6): one NTE token classifier fine-tuned on all sub-tasks' annotations."""
 
-from __future__ import annotations
 
 import shutil
 from collections import Counter

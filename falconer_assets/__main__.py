@@ -1,0 +1,3 @@
+from falconer_assets.cli import main
+
+raise SystemExit(main())
