@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from falconer_assets.core.plan_sandbox import PlanValidationError, PrimitiveCall, validate_plan
+from falconer_assets.core.plan_sandbox import PlanRuntimeError, PlanValidationError, PrimitiveCall, validate_plan
 from falconer_assets.core.planner import (
     EXAMPLE_PLAN,
     PLANNER_SYSTEM_PROMPT,
@@ -172,3 +172,27 @@ def test_dry_run_allows_omitted_fields():
 def test_plan_with_retries_rejects_zero_attempts():
     with pytest.raises(ValueError):
         plan_with_retries(ScriptedChat([]), INSTRUCTION, FIELDS, max_attempts=0)
+
+
+def test_dry_run_catches_yes_no_answers_used_as_indexes():
+    # a real Qwen2.5-Coder-1.5B reply: valid Python, but it indexes texts with booleans
+    buggy = '''def plan(texts):
+    is_networking = get_label(texts, "Is this description about networking?")
+    is_security = get_label(texts, "Is this description about security?")
+    both = [a and b for a, b in zip(is_networking, is_security)]
+    protocols = get_span([texts[i] for i in both], "What are the network protocols mentioned?")
+    results = [None] * len(texts)
+    for i, spans in zip(both, protocols):
+        results[i] = {"protocol": spans}
+    return results'''
+    with pytest.raises(PlanRuntimeError, match="used as a list index"):
+        dry_run_plan(validate_plan(buggy), ["protocol"])
+    fixed = buggy.replace("[texts[i] for i in both]", "[texts[i] for i, ok in enumerate(both) if ok]").replace(
+        "zip(both, protocols)", "zip([i for i, ok in enumerate(both) if ok], protocols)")
+    dry_run_plan(validate_plan(fixed), ["protocol"])
+    # yes/no answers still work as bool field values, in sums and comparisons
+    flags_plan = '''def plan(texts):
+    flags = get_label(texts, "Is it a game?")
+    n = sum(flags)
+    return [{"is_game": f, "many": n > 1, "same": f == True} for f in flags]'''
+    dry_run_plan(validate_plan(flags_plan), ["is_game", "many", "same"])

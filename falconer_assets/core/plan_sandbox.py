@@ -440,7 +440,9 @@ def _wrap_label(fn: Callable) -> Callable:
         result = []
         for i, v in enumerate(out):
             # accept numpy.bool_ and friends, nothing else
-            if isinstance(v, bool) or type(v).__name__ in ("bool_", "bool8"):
+            if getattr(type(v), "strict_yes_no", False):
+                result.append(v)  # the planner's dry-run answers: kept so misuse as an index fails
+            elif isinstance(v, bool) or type(v).__name__ in ("bool_", "bool8"):
                 result.append(bool(v))
             else:
                 raise PlanRuntimeError(
@@ -487,8 +489,8 @@ def _check_result(result, n: int) -> list[dict | None]:
             if not isinstance(key, str):
                 raise PlanRuntimeError(
                     f"result item {i} has a non-str field name {key!r} ({type(key).__name__})")
-            if isinstance(value, bool):
-                fields[key] = value
+            if isinstance(value, bool) or getattr(type(value), "strict_yes_no", False):
+                fields[key] = bool(value)
             elif isinstance(value, (list, tuple)) and all(isinstance(s, Span) for s in value):
                 fields[key] = list(value)
             else:

@@ -209,8 +209,41 @@ class PlanAttempt:
     error: str | None
 
 
-def _stub_label(texts: list[str], instruction: str) -> list[bool]:
-    return [i % 2 == 0 for i in range(len(texts))]
+class _StrictYesNo:
+    """A dry-run yes/no answer: works in ``if``/``and``/``or``/``not``/``==``/``sum`` like a bool,
+    but raises TypeError when used as a list index (``texts[i] for i in flags``), a mistake a
+    bool would hide since ``texts[True]`` is ``texts[1]``."""
+
+    strict_yes_no = True
+    __slots__ = ("value",)
+
+    def __init__(self, value: bool):
+        self.value = bool(value)
+
+    def __bool__(self) -> bool:
+        return self.value
+
+    def __eq__(self, other) -> bool:
+        return self.value == bool(other)
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+    def __add__(self, other):
+        return int(self.value) + other
+
+    __radd__ = __add__
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+_INDEX_HINT = ("a get_label answer (True/False) was used as a list index; get the positions of the "
+               "True answers with `[i for i, ok in enumerate(flags) if ok]` and index texts with those")
+
+
+def _stub_label(texts: list[str], instruction: str) -> list[_StrictYesNo]:
+    return [_StrictYesNo(i % 2 == 0) for i in range(len(texts))]
 
 
 def _stub_span(texts: list[str], instruction: str) -> list[list[Span]]:
@@ -223,7 +256,8 @@ _DRY_TEXTS = ["alpha one", "bravo two", "charlie three", "delta four"]
 def dry_run_plan(plan: ValidatedPlan, field_names: Sequence[str] = ()) -> None:
     """Run ``plan`` on four dummy texts with stub primitives to catch run-time mistakes early.
 
-    The stubs answer ``get_label`` with True, False, True, False, ... and ``get_span`` with one
+    The stubs answer ``get_label`` with True, False, True, False, ... (as objects that refuse to
+    be list indexes, so ``[texts[i] for i in flags]`` is caught) and ``get_span`` with one
     span per text, so no real model is called.  Catches NameErrors, wrong result shapes and,
     when ``field_names`` is non-empty, result dicts with keys outside ``field_names`` (a plan
     may omit a field, e.g. when nothing was extracted, so missing keys are not an error).
@@ -232,7 +266,12 @@ def dry_run_plan(plan: ValidatedPlan, field_names: Sequence[str] = ()) -> None:
         PlanRuntimeError: the plan crashed, returned a malformed result or used a field name
             not in ``field_names``.
     """
-    results = run_plan(plan, _DRY_TEXTS, _stub_label, _stub_span)
+    try:
+        results = run_plan(plan, _DRY_TEXTS, _stub_label, _stub_span)
+    except PlanRuntimeError as exc:
+        if "_StrictYesNo" in str(exc):
+            raise PlanRuntimeError(f"{exc} -- {_INDEX_HINT}") from exc
+        raise
     allowed = set(field_names)
     if allowed:
         for i, item in enumerate(results):
