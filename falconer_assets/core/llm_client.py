@@ -1,0 +1,281 @@
+"""``ChatLLM``: a cached OpenAI-compatible chat client, with an embedded local model by default.
+
+This holds the logic behind the Dagster ``LLMResource`` (``falconer_assets.resources.llm``),
+so non-Dagster code (benchmarks, notebooks) can use the same thing::
+
+    with ChatLLM(model="qwen2.5-coder-0.5b", cache_path="data/llm_cache.duckdb") as llm:
+        r = llm.chat([{"role": "user", "content": "Is 0 A.D. a game? Answer Yes or No."}])
+        r.text, r.cached, r.latency_s
+
+* ``base_url=None``: the model is an embedded one (a key of
+  :data:`~falconer_assets.core.local_llm.EMBEDDED_MODELS`, or a ``.gguf`` path), served by a
+  :class:`~falconer_assets.core.local_llm.LlamaServer` that is started lazily on the first
+  cache *miss* (a fully cached re-run never loads the model) and stopped by :meth:`close`.
+* ``base_url="https://api.openai.com/v1"`` (or any OpenAI-compatible server): ``model`` is the
+  remote model name, e.g. ``"gpt-4.1-mini"``.
+
+Requests go through ``openai.OpenAI(...).chat.completions.create`` (OpenAI chat completions API,
+https://platform.openai.com/docs/api-reference/chat/create; llama.cpp's server implements the
+same endpoint). Every result is stored in an :class:`~falconer_assets.core.llm_cache.LLMCache`
+keyed by the model identity, the messages and all request parameters (temperature, max_tokens,
+seed=0 and any extra ones). No Dagster imports here.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import openai
+
+from falconer_assets.core.llm_cache import LLMCache
+from falconer_assets.core.local_llm import EMBEDDED_MODELS, LlamaServer, ensure_gguf, model_identity
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    """One chat answer.
+
+    Attributes:
+        text: the assistant message content ('' if the model returned none).
+        prompt_tokens: prompt tokens reported by the server (usage.prompt_tokens).
+        completion_tokens: generated tokens reported by the server (usage.completion_tokens).
+        latency_s: wall-clock seconds of the original HTTP call (also when served from cache).
+        cached: True if this came from the cache and no model was called.
+    """
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    cached: bool
+
+
+@dataclass
+class LLMStats:
+    """Counters since the client was made.
+
+    ``calls`` = ``cache_hits`` + ``api_calls``; ``prompt_tokens``/``completion_tokens`` sum all
+    results (cached ones included, i.e. what the run *used*), the ``api_*`` fields only the
+    calls actually sent (what the run *spent*, seconds for latency). ``server_starts`` counts
+    embedded-server (re)starts; ``server_load_s`` their total load time in seconds.
+    """
+
+    calls: int = 0
+    cache_hits: int = 0
+    api_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    api_prompt_tokens: int = 0
+    api_completion_tokens: int = 0
+    api_latency_s: float = 0.0
+    server_starts: int = 0
+    server_load_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict of the counters (e.g. for Dagster metadata)."""
+        return asdict(self)
+
+
+def _check_messages(messages: list[dict]) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("messages must be a non-empty list of {'role', 'content'} dicts")
+    for m in messages:
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise ValueError(f"bad chat message {m!r}: need {{'role': str, 'content': str}}")
+
+
+class ChatLLM:
+    """A cached chat-completions client for an embedded or a remote OpenAI-compatible model.
+
+    Args:
+        model: with ``base_url=None``, a key of ``EMBEDDED_MODELS`` (``"qwen2.5-coder-1.5b"``,
+            ``"qwen2.5-coder-0.5b"``) or a path to a ``.gguf`` file; otherwise the remote model
+            name (e.g. ``"gpt-4.1-mini"``).
+        base_url: OpenAI-compatible base URL (``.../v1``), or None for the embedded server.
+        api_key: key for the remote server (ignored for the embedded one, which gets a random key).
+        temperature, max_tokens, seed: default request parameters (``chat`` may override them).
+        cache_path: DuckDB cache file, or None for no cache.
+        timeout_s: per-request HTTP timeout in seconds.
+        n_ctx, n_threads: embedded server context size (tokens) and CPU threads (None = all cores).
+        max_retries: the openai client's retries on connection errors / 5xx / 429.
+
+    Raises (from :meth:`chat`): ``ValueError`` for malformed messages; ``openai.OpenAIError``
+    subclasses for HTTP failures; ``ModelNotInstalledError`` / ``LlamaServerError`` when the
+    embedded model cannot be assembled or started.
+    """
+
+    def __init__(
+        self,
+        model: str = "qwen2.5-coder-1.5b",
+        base_url: str | None = None,
+        api_key: str = "sk-no-key",
+        *,
+        temperature: float = 0.0,
+        max_tokens: int = 256,
+        seed: int | None = 0,
+        cache_path: str | Path | None = "data/llm_cache.duckdb",
+        timeout_s: float = 120.0,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        max_retries: int = 2,
+    ) -> None:
+        if base_url is None and model not in EMBEDDED_MODELS and not model.endswith(".gguf"):
+            raise ValueError(
+                f"model {model!r} is not an embedded model ({sorted(EMBEDDED_MODELS)}) or a .gguf path; "
+                "set base_url to use a remote model"
+            )
+        self.model = model
+        self.base_url = base_url.rstrip("/") if base_url else None
+        self.api_key = api_key
+        self.temperature = float(temperature)
+        self.max_tokens = int(max_tokens)
+        self.seed = seed
+        self.timeout_s = float(timeout_s)
+        self.n_ctx = int(n_ctx)
+        self.n_threads = n_threads
+        self.max_retries = int(max_retries)
+        self.cache = LLMCache(cache_path) if cache_path is not None else None
+        self.stats = LLMStats()
+        self._server: LlamaServer | None = None
+        self._client: openai.OpenAI | None = None
+        self._lock = threading.RLock()
+
+    # -- identity / parameters ---------------------------------------------------------
+    @property
+    def embedded(self) -> bool:
+        """True when the model is served by the embedded llama.cpp server."""
+        return self.base_url is None
+
+    @property
+    def identity(self) -> str:
+        """Model identity used in cache keys: ``"embedded:<name>@<pkg>==<ver>"`` or ``"<model>@<base_url>"``."""
+        if self.embedded:
+            return "embedded:" + model_identity(self.model)
+        return f"{self.model}@{self.base_url}"
+
+    def request_params(self, **params: Any) -> dict[str, Any]:
+        """Default request parameters overridden by ``params`` (all of it goes into the cache key)."""
+        req: dict[str, Any] = {"temperature": self.temperature, "max_tokens": self.max_tokens}
+        if self.seed is not None:
+            req["seed"] = self.seed
+        req.update(params)
+        return req
+
+    # -- server / client ------------------------------------------------------------------
+    @property
+    def server(self) -> LlamaServer | None:
+        """The embedded server if it has been started (None before the first cache miss)."""
+        return self._server
+
+    def _get_client(self) -> openai.OpenAI:
+        """The openai client, starting the embedded server first if needed."""
+        with self._lock:
+            if self.embedded:
+                if self._server is None or not self._server.running:
+                    self._start_server()
+            if self._client is None:
+                if self.embedded:
+                    assert self._server is not None
+                    url, key = self._server.base_url, self._server.api_key
+                else:
+                    url, key = self.base_url, self.api_key
+                self._client = openai.OpenAI(
+                    base_url=url, api_key=key, timeout=self.timeout_s, max_retries=self.max_retries
+                )
+            return self._client
+
+    def _start_server(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+        self._client = None
+        path = ensure_gguf(self.model)
+        name = Path(self.model).stem if self.model.endswith(".gguf") else self.model
+        server = LlamaServer(path, n_ctx=self.n_ctx, n_threads=self.n_threads, alias=name)
+        server.start()
+        self._server = server
+        self.stats.server_starts += 1
+        self.stats.server_load_s += server.load_time_s or 0.0
+
+    # -- the call -------------------------------------------------------------------------
+    def chat(self, messages: list[dict], *, use_cache: bool = True, **params: Any) -> ChatResult:
+        """Answer ``messages`` (OpenAI chat format: ``[{"role": "system"|"user"|"assistant", "content": str}]``).
+
+        ``params`` override/add request parameters (``temperature``, ``max_tokens``, ``stop``, ...).
+        With ``use_cache`` the cache is read first and written after a successful call; nothing
+        is cached on error. If the embedded server has died, it is restarted once.
+        """
+        _check_messages(messages)
+        req = self.request_params(**params)
+        ident = self.identity
+        if use_cache and self.cache is not None:
+            hit = self.cache.get(ident, messages, req)
+            if hit is not None:
+                res = ChatResult(hit.response, hit.prompt_tokens, hit.completion_tokens, hit.latency_s, True)
+                self._count(res)
+                return res
+        try:
+            res = self._call(messages, req)
+        except openai.APIConnectionError:
+            if not (self.embedded and self._server is not None and not self._server.running):
+                raise
+            res = self._call(messages, req)  # the embedded server died: _get_client restarts it
+        if use_cache and self.cache is not None:
+            self.cache.put(ident, messages, req, res.text, res.prompt_tokens, res.completion_tokens, res.latency_s)
+        self._count(res)
+        return res
+
+    def _call(self, messages: list[dict], req: dict[str, Any]) -> ChatResult:
+        client = self._get_client()
+        model = self._server.alias if (self.embedded and self._server) else self.model
+        t0 = time.perf_counter()
+        resp = client.chat.completions.create(model=model, messages=messages, **req)
+        latency = time.perf_counter() - t0
+        text = (resp.choices[0].message.content or "") if resp.choices else ""
+        usage = resp.usage
+        return ChatResult(
+            text=text,
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            latency_s=latency,
+            cached=False,
+        )
+
+    def _count(self, res: ChatResult) -> None:
+        with self._lock:
+            s = self.stats
+            s.calls += 1
+            s.prompt_tokens += res.prompt_tokens
+            s.completion_tokens += res.completion_tokens
+            if res.cached:
+                s.cache_hits += 1
+            else:
+                s.api_calls += 1
+                s.api_prompt_tokens += res.prompt_tokens
+                s.api_completion_tokens += res.completion_tokens
+                s.api_latency_s += res.latency_s
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the embedded server (if started) and drop the HTTP client. Idempotent; the
+        client stays usable (a later cache miss starts the server again)."""
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+            if self._server is not None:
+                self._server.stop()
+                self._server = None
+
+    def __enter__(self) -> "ChatLLM":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = "embedded" if self.embedded else self.base_url
+        return f"ChatLLM(model={self.model!r}, {where}, calls={self.stats.calls}, hits={self.stats.cache_hits})"
