@@ -118,7 +118,7 @@ class ChatLLM:
         max_tokens: int = 256,
         seed: int | None = 0,
         cache_path: str | Path | None = "data/llm_cache.duckdb",
-        timeout_s: float = 120.0,
+        timeout_s: float = 900.0,
         n_ctx: int = 4096,
         n_threads: int | None = None,
         max_retries: int = 2,

@@ -46,7 +46,10 @@ class LLMResource(dg.ConfigurableResource):
     temperature: float = Field(default=0.0, description="Sampling temperature (0 = greedy).")
     max_tokens: int = Field(default=256, description="Max generated tokens per call.")
     cache_path: str = Field(default="data/llm_cache.duckdb", description="DuckDB file caching every call.")
-    timeout_s: float = Field(default=120.0, description="Per-request HTTP timeout, seconds.")
+    timeout_s: float = Field(
+        default=900.0,
+        description="Per-request HTTP timeout, seconds (a 768-token plan from the embedded 1.5B on 2 busy cores can take minutes).",
+    )
     n_ctx: int = Field(default=4096, description="Embedded server context window, tokens.")
     n_threads: int | None = Field(default=None, description="Embedded server CPU threads; None = all cores.")
 
