@@ -20,7 +20,7 @@ FAST_RUN_CONFIG = {"ops": {"debian_packages__corpus_sample": {"config": {
     "fraction": 1.0, "min_docs": 10, "max_docs": 100, "heldout_fraction": 0.25, "seed": 0}}}}
 
 
-def _defs(data_dir, plan_source=GAME_PLAN, epochs=12):
+def _defs(data_dir, plan_source=GAME_PLAN, epochs=6):
     llm = ScriptedLLM(corpus_path=str(data_dir / "corpora" / "debian_packages.jsonl"),
                       plan_source=plan_source, cache_path=str(data_dir / "llm_cache.duckdb"))
     proxy = ProxyResource(epochs=epochs, lr=1e-4, head_lr=1e-3, batch_size=8,

@@ -58,7 +58,7 @@ def build_proxy_checkpoint_asset(task: Task, data_dir) -> dg.AssetsDefinition:
             raise dg.Failure(f"no training examples in the annotations of task {task.name!r}")
         base, device = proxy.resolved_base_model(), proxy.resolved_device()
         context.log.info(f"fine-tuning {base} on {len(examples)} examples on {device}")
-        model = NTEProxy.load(base, device=device)
+        model = NTEProxy.load(base, device=device, seed=proxy.seed)
         stats = model.train(examples, proxy.train_config(), log=context.log.info)
         out = Path(proxy.checkpoint_dir) / task.name
         tmp = out.with_name(out.name + ".tmp")

@@ -1,0 +1,403 @@
+"""Next-tokens-extraction (NTE) codec: prompts, B/I/O tag encoding and decoding.
+
+This module turns Falconer's two primitives into one token-classification problem,
+following the Cuckoo "next tokens extraction" formulation (Falconer paper, section 3.3
+and Appendix A; reference code: github.com/KomeijiForce/Cuckoo, ``run_ner.py`` for
+training, ``case_next_tokens_extraction.py`` for prompts and decoding):
+
+* ``get_span`` -> the text is wrapped in a ``User: ... Question: ... Assistant:`` prompt
+  and every text token is tagged O/B/I; a B opens a span and following I's extend it.
+* ``get_label`` -> the prompt additionally lists ``Choices: Yes / No``; the model tags the
+  chosen choice word with B, and ``P(B at Yes)`` against ``P(B at No)`` gives the score.
+
+Tokens are mapped to characters with a *fast* tokenizer's ``return_offsets_mapping``
+(Hugging Face token-classification docs, "label alignment"), so every span offset is into
+the ORIGINAL text, whatever the tokenizer does to case or accents. Pure logic: no torch
+import is needed here (``probs`` may be a numpy array, a CPU tensor or nested lists).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from falconer_assets.core.spans import Span
+
+TAGS = ("O", "B", "I")
+"""Tag names by id: O=0 (outside), B=1 (begins a span / chosen choice), I=2 (inside)."""
+
+O_ID, B_ID, I_ID = 0, 1, 2
+IGNORE_ID = -100
+"""Label id ignored by the loss (PyTorch ``CrossEntropyLoss(ignore_index=-100)`` default)."""
+
+_SPAN_HEAD = "User:\n\n"
+_SPAN_TAIL = "\n\nQuestion: {instruction}\n\nAssistant:"
+_LABEL_HEAD = "User:\n\nChoices:\nYes\nNo\n\n"
+_LABEL_TAIL = (
+    "\n\nQuestion: Based on the above text, is the following true? {instruction}"
+    "\n\nAssistant:\n\nAnswer:"
+)
+
+
+def _check_inputs(text: Any, instruction: Any) -> None:
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    if not isinstance(instruction, str):
+        raise TypeError(f"instruction must be a str, got {type(instruction).__name__}")
+    if not instruction.strip():
+        raise ValueError("instruction is empty: get_span/get_label need a non-blank instruction")
+
+
+def span_prompt(text: str, instruction: str) -> tuple[str, int]:
+    """Build the span sub-task prompt (Cuckoo NTE format, Falconer 3.3).
+
+    Format: ``"User:\\n\\n{text}\\n\\nQuestion: {instruction}\\n\\nAssistant:"``; the
+    instruction is stripped of surrounding whitespace, the text is inserted verbatim.
+
+    Returns:
+        ``(prompt, text_start)`` where ``prompt[text_start:text_start + len(text)] == text``
+        (``text_start`` is a character offset into ``prompt``).
+
+    Raises:
+        TypeError: if ``text`` or ``instruction`` is not a ``str``.
+        ValueError: if ``instruction`` is empty or blank.
+    """
+    _check_inputs(text, instruction)
+    prompt = _SPAN_HEAD + text + _SPAN_TAIL.format(instruction=instruction.strip())
+    return prompt, len(_SPAN_HEAD)
+
+
+def label_prompt(text: str, instruction: str) -> tuple[str, int, int, int]:
+    """Build the label sub-task prompt: a Yes/No choice (Falconer 3.3 / Appendix A).
+
+    Format::
+
+        User:\\n\\nChoices:\\nYes\\nNo\\n\\n{text}\\n\\nQuestion: Based on the above text,
+        is the following true? {instruction}\\n\\nAssistant:\\n\\nAnswer:
+
+    The instruction may be a statement or a yes/no question ("Is this package a game?").
+
+    Returns:
+        ``(prompt, text_start, yes_start, no_start)``: character offsets into ``prompt`` of
+        the text and of the ``Yes`` / ``No`` choice words.
+
+    Raises:
+        TypeError: if ``text`` or ``instruction`` is not a ``str``.
+        ValueError: if ``instruction`` is empty or blank.
+    """
+    _check_inputs(text, instruction)
+    prompt = _LABEL_HEAD + text + _LABEL_TAIL.format(instruction=instruction.strip())
+    yes_start = _LABEL_HEAD.index("\nYes\n") + 1
+    no_start = _LABEL_HEAD.index("\nNo\n") + 1
+    return prompt, len(_LABEL_HEAD), yes_start, no_start
+
+
+@dataclass
+class Encoded:
+    """One tokenized NTE example (unpadded; padding is the collator's job).
+
+    Attributes:
+        input_ids: token ids of the whole prompt including special tokens, length ``n``
+            with ``n <= max_length``.
+        attention_mask: ``n`` ones.
+        labels: ``n`` tag ids (``O=0, B=1, I=2``) or ``-100`` where the loss ignores the
+            token. All ``-100`` at inference.
+        offsets: ``n`` pairs ``(start, end)``: character offsets into the ORIGINAL text for
+            context (text) tokens, ``(-1, -1)`` for every other token.
+        text_len_used: number of leading characters of the text kept after truncation
+            (``len(text)`` when nothing was cut).
+        yes_index: token index of the ``Yes`` choice word (label prompts), else ``None``.
+        no_index: token index of the ``No`` choice word (label prompts), else ``None``.
+        truncated_spans: number of gold spans not fully inside the kept text (0 at
+            inference); their kept tokens, if any, are labelled -100.
+    """
+
+    input_ids: list[int]
+    attention_mask: list[int]
+    labels: list[int]
+    offsets: list[tuple[int, int]]
+    text_len_used: int
+    yes_index: int | None = None
+    no_index: int | None = None
+    truncated_spans: int = field(default=0)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def features(self, with_labels: bool = True) -> dict[str, list[int]]:
+        """The dict a ``DataCollatorForTokenClassification`` pads (``labels`` optional)."""
+        d = {"input_ids": list(self.input_ids), "attention_mask": list(self.attention_mask)}
+        if with_labels:
+            d["labels"] = list(self.labels)
+        return d
+
+
+def _tokenize(tokenizer, prompt: str) -> tuple[list[int], list[tuple[int, int]]]:
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(
+            "a fast (Rust) tokenizer is required for return_offsets_mapping; "
+            f"got {type(tokenizer).__name__}"
+        )
+    enc = tokenizer(
+        prompt,
+        add_special_tokens=True,
+        truncation=False,
+        return_offsets_mapping=True,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+        verbose=False,  # we truncate ourselves; silence the "longer than max" warning
+    )
+    return list(enc["input_ids"]), [tuple(map(int, o)) for o in enc["offset_mapping"]]
+
+
+def _context_offsets(
+    offsets: list[tuple[int, int]], text_start: int, text_len: int
+) -> list[tuple[int, int]]:
+    """Map prompt offsets to text offsets: tokens overlapping the text, clipped to it."""
+    text_end = text_start + text_len
+    out: list[tuple[int, int]] = []
+    for s, e in offsets:
+        if e > s and s < text_end and e > text_start:
+            out.append((max(s, text_start) - text_start, min(e, text_end) - text_start))
+        else:
+            out.append((-1, -1))
+    return out
+
+
+def _fit(tokenizer, build, text: str, max_length: int):
+    """Tokenize ``build(text_prefix)`` with the longest token-aligned text prefix that fits.
+
+    ``build(t)`` returns ``(prompt, text_start, *extra)``. Returns ``(ids, offsets, kept_len,
+    built, raw)``: ``offsets`` mapped to text coordinates, ``raw`` the prompt offsets.
+    Raises ValueError when even an empty text does not fit.
+    """
+    kept = len(text)
+    for _ in range(64):  # converges in 1-3 rounds; the bound only guards pathological tokenizers
+        built = build(text[:kept])
+        ids, raw = _tokenize(tokenizer, built[0])
+        offs = _context_offsets(raw, built[1], kept)
+        if len(ids) <= max_length:
+            return ids, offs, kept, built, raw
+        if kept == 0:
+            raise ValueError(
+                f"the prompt without any text is {len(ids)} tokens, more than "
+                f"max_length={max_length}: shorten the instruction or raise max_length"
+            )
+        ctx = [o for o in offs if o[0] >= 0]
+        keep_tokens = len(ctx) - (len(ids) - max_length)
+        new_kept = ctx[keep_tokens - 1][1] if keep_tokens > 0 else 0
+        kept = min(new_kept, kept - 1)  # always make progress
+    raise ValueError("could not truncate the text to fit max_length")  # pragma: no cover
+
+
+def _check_max_length(max_length: int) -> None:
+    if not isinstance(max_length, int) or max_length < 8:
+        raise ValueError(f"max_length must be an int >= 8, got {max_length!r}")
+
+
+def encode_span(
+    tokenizer, text: str, instruction: str, spans: Sequence[Span] | None, max_length: int = 256
+) -> Encoded:
+    """Encode a span sub-task example (Cuckoo NTE tagging; HF token-classification alignment).
+
+    Only text tokens are labelled: the first token overlapping a gold span gets B, later
+    tokens overlapping the same span get I, other text tokens get O; prompt scaffolding,
+    the question and special tokens get -100. A token overlapping two spans belongs to the
+    first. When the prompt exceeds ``max_length`` tokens the TEXT is cut at a token boundary
+    (question kept intact); spans not fully inside the kept text are counted in
+    ``truncated_spans`` and their kept tokens get -100.
+
+    Args:
+        tokenizer: a Hugging Face *fast* tokenizer.
+        text: the document text; spans index into it.
+        instruction: the extraction question, e.g. "What is the game genre?".
+        spans: gold spans (character offsets into ``text``), ``[]`` for "no span", or
+            ``None`` at inference (all labels -100).
+        max_length: maximum number of tokens including special tokens.
+
+    Returns:
+        An :class:`Encoded` with ``yes_index = no_index = None``.
+
+    Raises:
+        TypeError: non-str text/instruction.
+        ValueError: blank instruction; a span outside ``text`` or whose ``span.text`` differs
+            from ``text[start:end]``; a non-fast tokenizer; an instruction too long to fit.
+    """
+    _check_inputs(text, instruction)
+    _check_max_length(max_length)
+    if spans is not None:
+        for sp in spans:
+            if sp.end > len(text) or text[sp.start : sp.end] != sp.text:
+                raise ValueError(
+                    f"span {sp.start}-{sp.end} {sp.text!r} does not match the text "
+                    f"(text[{sp.start}:{sp.end}] = {text[sp.start:sp.end]!r})"
+                )
+    ids, offs, kept, _, _ = _fit(tokenizer, lambda t: span_prompt(t, instruction), text, max_length)
+    labels = [IGNORE_ID] * len(ids)
+    truncated = 0
+    if spans is not None:
+        ordered = sorted(spans, key=lambda s: (s.start, s.end))
+        truncated = sum(1 for s in ordered if s.end > kept)
+        owner: list[int | None] = [None] * len(ids)
+        for i, (s, e) in enumerate(offs):
+            if s < 0:
+                continue
+            labels[i] = O_ID
+            for k, sp in enumerate(ordered):
+                if s < sp.end and e > sp.start:
+                    owner[i] = k
+                    break
+        prev = None
+        for i, k in enumerate(owner):
+            if k is None:
+                prev = None
+                continue
+            if ordered[k].end > kept:
+                labels[i] = IGNORE_ID
+            else:
+                labels[i] = I_ID if prev == k else B_ID
+            prev = k
+    return Encoded(
+        input_ids=ids,
+        attention_mask=[1] * len(ids),
+        labels=labels,
+        offsets=offs,
+        text_len_used=kept,
+        truncated_spans=truncated,
+    )
+
+
+def _choice_index(raw_offsets: list[tuple[int, int]], char: int) -> int:
+    for i, (s, e) in enumerate(raw_offsets):
+        if e > s and s <= char < e:
+            return i
+    raise ValueError(f"no token covers the choice word at prompt offset {char}")  # pragma: no cover
+
+
+def encode_label(
+    tokenizer, text: str, instruction: str, label: bool | None, max_length: int = 256
+) -> Encoded:
+    """Encode a label sub-task example as a Yes/No choice (Falconer 3.3 / Appendix A).
+
+    Training labels: the first token of the chosen choice word (``Yes`` for True, ``No``
+    for False) gets B, the other choice's first token gets O, every other token -100.
+    ``label=None`` (inference) leaves all labels -100. The text is truncated exactly as in
+    :func:`encode_span`; the choices and question are never cut.
+
+    Returns:
+        An :class:`Encoded` with ``yes_index`` / ``no_index`` set.
+
+    Raises:
+        TypeError: non-str text/instruction, or a non-bool, non-None label.
+        ValueError: blank instruction; a non-fast tokenizer; an instruction too long to fit.
+    """
+    _check_inputs(text, instruction)
+    _check_max_length(max_length)
+    if label is not None and not isinstance(label, (bool, np.bool_)):
+        raise TypeError(f"label must be a bool or None, got {type(label).__name__}")
+    ids, offs, kept, built, raw = _fit(
+        tokenizer, lambda t: label_prompt(t, instruction), text, max_length
+    )
+    _, _, yes_start, no_start = built
+    yes_index, no_index = _choice_index(raw, yes_start), _choice_index(raw, no_start)
+    labels = [IGNORE_ID] * len(ids)
+    if label is not None:
+        labels[yes_index] = B_ID if label else O_ID
+        labels[no_index] = O_ID if label else B_ID
+    return Encoded(
+        input_ids=ids,
+        attention_mask=[1] * len(ids),
+        labels=labels,
+        offsets=offs,
+        text_len_used=kept,
+        yes_index=yes_index,
+        no_index=no_index,
+    )
+
+
+def _as_probs(enc: Encoded, probs) -> np.ndarray:
+    if hasattr(probs, "detach"):  # torch tensor, without importing torch
+        probs = probs.detach().float().cpu().numpy()
+    arr = np.asarray(probs, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != len(TAGS) or arr.shape[0] < len(enc.input_ids):
+        raise ValueError(
+            f"probs must have shape [>= {len(enc.input_ids)}, {len(TAGS)}], got {arr.shape}"
+        )
+    return arr[: len(enc.input_ids)]
+
+
+def decode_spans(text: str, enc: Encoded, probs) -> list[Span]:
+    """Decode per-token tag probabilities into spans of ``text`` (Cuckoo ``find_sequences``).
+
+    Each text token takes its argmax tag. A B opens a new span (closing any open one), an I
+    extends the open span, an O or any non-text token closes it. An I with no open span is
+    ignored, as in Cuckoo, which starts spans at B only. A span covers
+    ``[start of its first token, end of its last token)`` (so sub-word pieces are joined
+    and inner whitespace is kept), trimmed of surrounding whitespace; its score is the mean
+    probability of the argmax tags of its tokens.
+
+    Args:
+        text: the original text given to the encoder.
+        enc: the :class:`Encoded` from :func:`encode_span` for ``text``.
+        probs: ``[seq_len, 3]`` softmax probabilities (``seq_len >= len(enc.input_ids)``;
+            padded rows beyond are ignored); numpy array, torch tensor or nested lists.
+
+    Returns:
+        Spans sorted by start, offsets into ``text``.
+
+    Raises:
+        ValueError: if ``probs`` has the wrong shape.
+    """
+    arr = _as_probs(enc, probs)
+    tags = arr.argmax(axis=1)
+    spans: list[Span] = []
+    cur: list[int] | None = None  # token indices of the open span
+
+    def close() -> None:
+        if not cur:
+            return
+        start, end = enc.offsets[cur[0]][0], enc.offsets[cur[-1]][1]
+        piece = text[start:end]
+        lead = len(piece) - len(piece.lstrip())
+        trail = len(piece) - len(piece.rstrip())
+        start, end = start + lead, end - trail
+        if end > start:
+            score = float(np.mean([arr[i, tags[i]] for i in cur]))
+            spans.append(Span.of(text, start, end, score))
+
+    for i, (s, _e) in enumerate(enc.offsets):
+        tag = int(tags[i])
+        if s < 0 or tag == O_ID:
+            close()
+            cur = None
+        elif tag == B_ID:
+            close()
+            cur = [i]
+        elif cur is not None:  # I continuing an open span
+            cur.append(i)
+    close()
+    return spans
+
+
+def label_score(enc: Encoded, probs) -> float:
+    """``p_yes = P(B at Yes) / (P(B at Yes) + P(B at No))`` in [0, 1] (Falconer 3.3).
+
+    Args:
+        enc: an :class:`Encoded` from :func:`encode_label`.
+        probs: ``[seq_len, 3]`` softmax probabilities, as for :func:`decode_spans`.
+
+    Returns:
+        The probability that the answer is Yes; 0.5 if both B-probabilities are 0.
+
+    Raises:
+        ValueError: if ``enc`` has no choice indices (not a label encoding) or ``probs`` has
+            the wrong shape.
+    """
+    if enc.yes_index is None or enc.no_index is None:
+        raise ValueError("label_score needs an encoding from encode_label (no Yes/No indices)")
+    arr = _as_probs(enc, probs)
+    p_yes, p_no = float(arr[enc.yes_index, B_ID]), float(arr[enc.no_index, B_ID])
+    total = p_yes + p_no
+    return 0.5 if total <= 0.0 else p_yes / total
