@@ -1,0 +1,118 @@
+"""Corpus reading with rejects, task files, seeded sampling, idempotent DuckDB writes, the mining loop."""
+
+import json
+
+import duckdb
+import pytest
+
+from falconer_assets.core.corpus import read_corpus
+from falconer_assets.core.mining import mine_documents
+from falconer_assets.core.plan_sandbox import validate_plan
+from falconer_assets.core.sampling import sample_size, sample_with_split
+from falconer_assets.core.spans import Span
+from falconer_assets.core.store import replace_rows
+from falconer_assets.core.tasks import TaskError, load_task, load_tasks
+from falconer_assets_tests.conftest import GAME_PLAN, REPO
+
+
+def test_read_corpus_rejects_every_bad_line_with_its_reason(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text("\n".join([
+        json.dumps({"id": "a", "text": "Tux Racer is a racing game.", "section": "games"}),
+        '{"id": "b", "text": "unterminated',
+        json.dumps(["not", "an", "object"]),
+        json.dumps({"text": "no id"}),
+        json.dumps({"id": "c", "text": ""}),
+        json.dumps({"id": "d", "text": 42}),
+        "",
+        json.dumps({"id": "a", "text": "duplicate"}),
+        json.dumps({"id": "e", "text": "x" * 20_001}),
+        json.dumps({"id": "f", "text": "Zürich café library"}),
+    ]) + "\n", encoding="utf-8")
+    docs, rejects = read_corpus(path)
+    assert [d.id for d in docs] == ["a", "f"]
+    assert docs[0].meta == {"section": "games"}
+    reasons = {r.line_no: r.reason for r in rejects}
+    assert reasons[2].startswith("invalid JSON")
+    assert "JSON object" in reasons[3]
+    assert "'id'" in reasons[4]
+    assert reasons[5] == "empty text"
+    assert "'text'" in reasons[6]
+    assert reasons[8] == "duplicate id"
+    assert "limit" in reasons[9]
+    assert len(docs) + len(rejects) == 9  # every non-blank line accounted for
+
+
+def test_bundled_tasks_load_and_bad_task_files_are_named(tmp_path):
+    tasks = load_tasks(REPO / "data" / "tasks")
+    assert {t.kind for t in tasks} == {"basic", "query-based", "multi-entity"}
+    assert all(t.corpus == "debian_packages" and t.fields for t in tasks)
+    bad = tmp_path / "oops.yaml"
+    bad.write_text("name: other\ninstruction: x\ncorpus: c\nfields: [a]\n")
+    with pytest.raises(TaskError, match="oops.yaml.*file stem"):
+        load_task(bad)
+    bad.write_text("name: oops\ninstruction: x\ncorpus: c\nkind: weird\nfields: [a]\n")
+    with pytest.raises(TaskError, match="kind 'weird'"):
+        load_task(bad)
+    bad.write_text("name: oops\ncorpus: c\nfields: [a]\n")
+    with pytest.raises(TaskError, match="'instruction'"):
+        load_task(bad)
+
+
+def test_sampling_is_seeded_order_free_and_split():
+    assert sample_size(2000, 0.05, 40, 200) == 100
+    assert sample_size(100, 0.05, 40, 200) == 40
+    assert sample_size(30, 0.05, 40, 200) == 30
+    with pytest.raises(ValueError):
+        sample_size(10, 0.0, 1, 5)
+    ids = [f"d{i}" for i in range(500)]
+    a = sample_with_split(ids, 100, 0.25, seed=3)
+    assert a == sample_with_split(list(reversed(ids)), 100, 0.25, seed=3)
+    assert a != sample_with_split(ids, 100, 0.25, seed=4)
+    assert len({i for i, _ in a}) == 100
+    assert sum(s == "heldout" for _, s in a) == 25
+    with pytest.raises(ValueError, match="cannot sample"):
+        sample_with_split(ids[:5], 6, 0.2, 0)
+
+
+def test_replace_rows_is_idempotent_and_atomic(tmp_path):
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    row = {"task": "t", "doc_id": "a", "field": "f", "value": "v", "start": 0, "end": 1, "score": 0.5}
+    assert replace_rows(con, "mined", "task", "t", [row, {**row, "doc_id": "b"}]) == 2
+    replace_rows(con, "mined", "task", "u", [{**row, "task": "u"}])
+    assert replace_rows(con, "mined", "task", "t", [row, {**row, "doc_id": "b"}]) == 2
+    assert con.execute("SELECT task, count(*) FROM mined GROUP BY task ORDER BY task").fetchall() == [("t", 2), ("u", 1)]
+    with pytest.raises(duckdb.Error):  # a bad row rolls the whole replacement back
+        replace_rows(con, "mined", "task", "t", [{**row, "start": "not an int"}])
+    assert con.execute("SELECT count(*) FROM mined WHERE task = 't'").fetchone()[0] == 2
+
+
+def test_mine_documents_batches_and_rejects_only_failing_docs():
+    from falconer_assets.core.corpus import Document
+
+    docs = [Document(f"d{i}", t) for i, t in enumerate(
+        ["Frozen Bubble is a puzzle game.", "libyaml-perl: a YAML parser.", "Wesnoth is a strategy game.", "BOOM"])]
+
+    def get_label(texts, q):
+        if "BOOM" in texts and len(texts) == 1:
+            return [True, True]  # wrong length: a primitive failure the sandbox catches
+        return ["game" in t for t in texts]
+
+    def get_span(texts, q):
+        out = []
+        for t in texts:
+            word = t.split()[-2]
+            out.append([Span.of(t, t.index(word), t.index(word) + len(word), 0.9)])
+        return out
+
+    def get_label_batch(texts, q):
+        if "BOOM" in texts:
+            return get_label(["BOOM"], q)  # fails for any batch holding BOOM
+        return get_label(texts, q)
+
+    rows, rejects, stats = mine_documents(validate_plan(GAME_PLAN), docs, get_label_batch, get_span, batch_size=2)
+    assert [(r.doc_id, r.value) for r in rows] == [("d0", "puzzle"), ("d2", "strategy")]
+    assert all(docs[int(r.doc_id[1])].text[r.start:r.end] == r.value for r in rows)
+    assert [d for d, _ in rejects] == ["d3"] and "returned 2 labels for 1 texts" in rejects[0][1]
+    assert (stats.docs_in, stats.docs_processed, stats.docs_retrieved, stats.docs_rejected) == (4, 3, 2, 1)
+    assert stats.rows_per_field == {"genre": 2}
