@@ -239,3 +239,21 @@ def test_devices_and_models():
         resolve_device("quantum")
     assert (Path(default_base_model()) / "config.json").is_file()
     assert CUCKOO_MODEL_ID == "KomeijiForce/Cuckoo-C4-Super-Rainbow"
+
+
+def test_tag_weight_upweights_only_gold_b_and_i_tokens():
+    import torch
+
+    from falconer_assets.core.proxy import _per_example_loss
+
+    # one example: tokens O, B, I, ignored; uniform logits -> every token's CE is log(3)
+    logits = torch.zeros(1, 4, 3)
+    labels = torch.tensor([[0, 1, 2, -100]])
+    plain = _per_example_loss(logits, labels)
+    weighted = _per_example_loss(logits, labels, tag_weight=5.0)
+    ln3 = torch.log(torch.tensor(3.0))
+    assert torch.isclose(plain, ln3)
+    assert torch.isclose(weighted, (1 + 5 + 5) * ln3 / 3)
+    # an all-O example is unaffected by the weight
+    o_only = torch.tensor([[0, 0, -100, -100]])
+    assert torch.isclose(_per_example_loss(logits, o_only, 5.0), _per_example_loss(logits, o_only))
