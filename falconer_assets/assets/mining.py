@@ -60,7 +60,9 @@ def build_mined_asset(task: Task, data_dir) -> dg.AssetsDefinition:
             conn.execute("INSERT INTO throughput VALUES (?, 'proxy (full corpus)', ?, ?, ?, 0)",
                          [task.name, stats.docs_in, stats.seconds, stats.docs_per_s])
         lines = len(docs) + len(corpus_rejects)
-        assert stats.docs_processed + stats.docs_rejected + len(corpus_rejects) == lines
+        if stats.docs_processed + stats.docs_rejected + len(corpus_rejects) != lines:
+            raise dg.Failure(f"record count mismatch: {lines} input records, {stats.docs_processed} mined, "
+                             f"{stats.docs_rejected + len(corpus_rejects)} rejected")
         preview = [[r.doc_id, r.field, r.value, r.start, r.end, round(r.score, 3)] for r in rows[:15]]
         yield dg.MaterializeResult(asset_key=key, metadata={
             "rows": n,
