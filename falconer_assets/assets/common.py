@@ -32,6 +32,15 @@ def parse_plan(source: str, origin: str) -> ValidatedPlan:
         raise dg.Failure(f"plan from {origin} is invalid: {exc}") from exc
 
 
+def annotation_rows(conn, task_name: str, split: str) -> list[tuple]:
+    """``(kind, instruction, doc_id, label, spans_json, parse_ok)`` rows of ``task_name`` in ``split``
+    (``"train"`` or ``"heldout"``), ordered by sub-task then doc id."""
+    return conn.execute(
+        "SELECT kind, instruction, doc_id, label, spans, parse_ok FROM annotations "
+        "WHERE task = ? AND split = ? ORDER BY kind, instruction, doc_id", [task_name, split]
+    ).fetchall()
+
+
 def spans_json(spans: list[Span]) -> str:
     """Spans as a JSON list of ``{start, end, text, score}``."""
     return json.dumps([s.to_dict() for s in spans], ensure_ascii=False)

@@ -7,7 +7,7 @@ from collections import defaultdict
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from falconer_assets.assets.common import load_corpus, md_table, parse_plan, spans_from_json
+from falconer_assets.assets.common import annotation_rows, load_corpus, md_table, parse_plan, spans_from_json
 from falconer_assets.core.evaluation import score_label_subtask, score_span_subtask
 from falconer_assets.core.llm_executor import LLMPrimitives
 from falconer_assets.core.plan_sandbox import run_plan
@@ -49,9 +49,7 @@ def build_eval_asset(task: Task, data_dir) -> dg.AssetsDefinition:
         validated = parse_plan(plan, f"{task.name}/plan")
         docs = {d.id: d.text for d in load_corpus(data_dir, task.corpus)[0]}
         with warehouse.get_connection() as conn:
-            rows = conn.execute(
-                "SELECT kind, instruction, doc_id, label, spans, parse_ok FROM annotations "
-                "WHERE task = ? AND split = 'heldout' ORDER BY doc_id", [task.name]).fetchall()
+            rows = annotation_rows(conn, task.name, "heldout")
         by_subtask = defaultdict(list)
         for kind, instruction, doc_id, label, spans, parse_ok in rows:
             if doc_id in docs and (kind == "span" or parse_ok):

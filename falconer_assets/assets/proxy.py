@@ -8,19 +8,10 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from falconer_assets.assets.common import load_corpus, md_table, spans_from_json
+from falconer_assets.assets.common import annotation_rows, load_corpus, md_table, spans_from_json
 from falconer_assets.core.proxy import NTEProxy, TrainExample
 from falconer_assets.core.tasks import Task
 from falconer_assets.resources.proxy import ProxyResource
-
-
-def annotation_rows(conn, task_name: str, split: str) -> list[tuple]:
-    """``(kind, instruction, doc_id, label, spans_json, parse_ok)`` rows of ``task_name`` in ``split``."""
-    rows = conn.execute(
-        "SELECT a.kind, a.instruction, a.doc_id, a.label, a.spans, a.parse_ok FROM annotations a "
-        "WHERE a.task = ? AND a.split = ? ORDER BY a.kind, a.instruction, a.doc_id", [task_name, split]
-    ).fetchall()
-    return rows
 
 
 def build_proxy_checkpoint_asset(task: Task, data_dir) -> dg.AssetsDefinition:
