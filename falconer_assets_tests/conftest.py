@@ -39,6 +39,16 @@ GAME_PLAN = f'''def plan(texts):
     return results
 '''
 
+# Debian bookworm, package 0ad (Description-en body, lines joined).
+ZERO_AD = (
+    '0 A.D. (pronounced "zero ey-dee") is a free, open-source, cross-platform real-time '
+    "strategy (RTS) game of ancient warfare. In short, it is a historically-based war/economy "
+    "game that allows players to relive or rewrite the history of Western civilizations, "
+    "focusing on the years between 500 B.C. and 500 A.D. The project is highly ambitious, "
+    "involving state-of-the-art 3D graphics, detailed artwork, sound, and a flexible and "
+    "powerful custom-built game engine."
+)
+
 BAD_LINES = [
     '{"id": "broken:json", "text": "unterminated',
     '{"id": "empty:text", "text": "   "}',

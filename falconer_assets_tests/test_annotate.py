@@ -6,14 +6,15 @@ import pytest
 
 from falconer_assets.core.annotate import (
     align_answers,
-    annotate_label,
-    annotate_span,
     label_messages,
     parse_label,
     parse_span_answers,
     span_messages,
 )
+from falconer_assets.core.llm_client import ChatResult
+from falconer_assets.core.llm_executor import LLMPrimitives
 from falconer_assets.core.spans import Span
+from falconer_assets_tests.conftest import ZERO_AD
 
 # Debian bookworm, package wesnoth-1.16-core, Description-en body as shipped (line breaks and
 # double spaces kept).
@@ -30,15 +31,6 @@ WESNOTH = (
     "from one scenario to the next in a campaign."
 )
 
-# Debian bookworm, package 0ad (paragraph lines joined).
-ZERO_AD = (
-    '0 A.D. (pronounced "zero ey-dee") is a free, open-source, cross-platform real-time '
-    "strategy (RTS) game of ancient warfare. In short, it is a historically-based war/economy "
-    "game that allows players to relive or rewrite the history of Western civilizations, "
-    "focusing on the years between 500 B.C. and 500 A.D. The project is highly ambitious, "
-    "involving state-of-the-art 3D graphics, detailed artwork, sound, and a flexible and "
-    "powerful custom-built game engine."
-)
 
 
 # -- prompts ----------------------------------------------------------------------------------
@@ -215,15 +207,18 @@ def test_parse_then_align_pipeline():
     assert dropped == ["dragons"]
 
 
-def test_annotate_helpers_with_a_fake_chat():
+def test_llm_primitives_annotate_with_a_fake_chat():
     seen = []
 
     def fake_chat(messages):
         seen.append(messages)
-        return "Yes." if "Answer strictly Yes or No." in messages[-1]["content"] else "ancient warfare\nC++"
+        text = "Yes." if "Answer strictly Yes or No." in messages[-1]["content"] else "ancient warfare\nC++"
+        return ChatResult(text=text, prompt_tokens=10, completion_tokens=2, latency_s=0.5, cached=False)
 
-    label, reply = annotate_label(fake_chat, ZERO_AD, "Is this package a game?")
-    assert label is True and reply == "Yes."
-    spans, dropped, _ = annotate_span(fake_chat, ZERO_AD, "What is the game about?")
-    assert [s.text for s in spans] == ["ancient warfare"] and dropped == ["C++"]
+    llm = LLMPrimitives(fake_chat)
+    label = llm.annotate("label", ZERO_AD, "Is this package a game?")
+    assert label.label is True and label.parse_ok and label.raw == "Yes."
+    span = llm.annotate("span", ZERO_AD, "What is the game about?")
+    assert [s.text for s in span.spans] == ["ancient warfare"] and span.dropped == ["C++"]
     assert len(seen) == 2
+    assert llm.tokens == 24 and llm.llm_seconds == 1.0

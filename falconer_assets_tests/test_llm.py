@@ -30,18 +30,10 @@ from falconer_assets.core.llm_cache import LLMCache, cache_key
 from falconer_assets.core.llm_client import ChatLLM
 from falconer_assets.core.local_llm import LlamaServer, LlamaServerError, ModelNotInstalledError, ensure_gguf
 from falconer_assets.resources import LLMResource
+from falconer_assets_tests.conftest import ZERO_AD
 
 MSGS = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Is 0 A.D. a game?"}]
 
-# Debian bookworm, package 0ad, Description-en body (lines joined): 67 words.
-ZERO_AD = (
-    '0 A.D. (pronounced "zero ey-dee") is a free, open-source, cross-platform real-time '
-    "strategy (RTS) game of ancient warfare. In short, it is a historically-based war/economy "
-    "game that allows players to relive or rewrite the history of Western civilizations, "
-    "focusing on the years between 500 B.C. and 500 A.D. The project is highly ambitious, "
-    "involving state-of-the-art 3D graphics, detailed artwork, sound, and a flexible and "
-    "powerful custom-built game engine."
-)
 
 
 def _port_open(port: int) -> bool:

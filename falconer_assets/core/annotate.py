@@ -18,7 +18,6 @@ could not find, so callers can count hallucinated/paraphrased answers.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
 
 from falconer_assets.core.spans import Span
 
@@ -257,23 +256,3 @@ def align_answers(text: str, answers: list[str]) -> tuple[list[Span], list[str]]
             used.append(hit)
     spans = [Span.of(text, s, e) for s, e in sorted(used)]
     return spans, dropped
-
-
-def _reply_text(r: Any) -> str:
-    return r if isinstance(r, str) else str(getattr(r, "text", r))
-
-
-def annotate_span(
-    chat: Callable[[list[dict]], Any], text: str, instruction: str
-) -> tuple[list[Span], list[str], str]:
-    """Ask ``chat`` (messages -> reply ``str`` or an object with ``.text``, e.g.
-    ``ChatLLM.chat``) a span question; return ``(spans, dropped answers, raw reply)``."""
-    reply = _reply_text(chat(span_messages(text, instruction)))
-    spans, dropped = align_answers(text, parse_span_answers(reply))
-    return spans, dropped, reply
-
-
-def annotate_label(chat: Callable[[list[dict]], Any], text: str, instruction: str) -> tuple[bool | None, str]:
-    """Ask ``chat`` a yes/no question about ``text``; return ``(label or None if unparseable, raw reply)``."""
-    reply = _reply_text(chat(label_messages(text, instruction)))
-    return parse_label(reply), reply
