@@ -15,7 +15,8 @@ SCHEMA: dict[str, str] = {
     "plans": "task VARCHAR, source VARCHAR, ast_hash VARCHAR, calls VARCHAR, origin VARCHAR, created_at TIMESTAMP",
     "annotations": (
         "task VARCHAR, kind VARCHAR, instruction VARCHAR, doc_id VARCHAR, split VARCHAR, label BOOLEAN, "
-        "spans VARCHAR, dropped VARCHAR, parse_ok BOOLEAN, raw VARCHAR, latency_s DOUBLE, tokens INTEGER"
+        "spans VARCHAR, dropped VARCHAR, parse_ok BOOLEAN, raw VARCHAR, latency_s DOUBLE, tokens INTEGER, "
+        "origin VARCHAR"
     ),
     "mined": 'task VARCHAR, doc_id VARCHAR, field VARCHAR, value VARCHAR, "start" INTEGER, "end" INTEGER, score DOUBLE',
     "mining_rejects": "task VARCHAR, doc_id VARCHAR, line_no INTEGER, reason VARCHAR",
@@ -24,10 +25,40 @@ SCHEMA: dict[str, str] = {
 }
 
 
+ANNOTATION_ORIGINS: tuple[str, ...] = ("sample", "random", "likely_positive", "likely_negative")
+"""Values of ``annotations.origin``, i.e. why the doc was annotated: ``"sample"`` for a doc of the
+seeded corpus sample (every sub-task; split train or heldout); otherwise the reason the Appendix B
+heuristic picked an extra training doc for that one label sub-task (split train), as returned by
+:func:`falconer_assets.core.sampling.select_label_candidates`: ``"random"`` (a uniform draw from
+the scored pool), ``"likely_positive"`` or ``"likely_negative"``. ``NULL`` only in rows written
+before the column existed (those all came from the corpus sample)."""
+
+
+def _columns(cols: str) -> list[tuple[str, str]]:
+    """``"a VARCHAR, \"b\" INTEGER"`` -> ``[("a", "VARCHAR"), ("b", "INTEGER")]``."""
+    out = []
+    for col in cols.split(", "):
+        name, typ = col.split(maxsplit=1)
+        out.append((name.strip('"'), typ))
+    return out
+
+
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
-    """Create every table of :data:`SCHEMA` that does not exist yet."""
+    """Create every table of :data:`SCHEMA` that does not exist yet, and add missing columns.
+
+    A warehouse written by an older version (e.g. ``annotations`` without ``origin``) is
+    migrated in place with ``ALTER TABLE ... ADD COLUMN``; existing rows get ``NULL`` there.
+    Columns are never dropped or retyped.
+    """
     for table, cols in SCHEMA.items():
         conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({cols})")
+        have = {r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = ? AND table_schema = current_schema() AND table_catalog = current_database()",
+            [table]).fetchall()}
+        for name, typ in _columns(cols):
+            if name not in have:
+                conn.execute(f'ALTER TABLE {table} ADD COLUMN IF NOT EXISTS "{name}" {typ}')
 
 
 def replace_rows(
@@ -45,7 +76,7 @@ def replace_rows(
         KeyError: if ``table`` is not in :data:`SCHEMA`; duckdb errors on a type mismatch
             (the transaction is rolled back and the old rows stay).
     """
-    cols = [c.split()[0].strip('"') for c in SCHEMA[table].split(", ")]
+    cols = [name for name, _ in _columns(SCHEMA[table])]
     ensure_schema(conn)
     frame = pl.DataFrame([{c: r.get(c) for c in cols} for r in rows], schema=None) if rows else None
     conn.execute("BEGIN TRANSACTION")
