@@ -34,7 +34,11 @@ def parse_plan(source: str, origin: str) -> ValidatedPlan:
 
 def annotation_rows(conn, task_name: str, split: str) -> list[tuple]:
     """``(kind, instruction, doc_id, label, spans_json, parse_ok)`` rows of ``task_name`` in ``split``
-    (``"train"`` or ``"heldout"``), ordered by sub-task then doc id."""
+    (``"train"`` or ``"heldout"``), ordered by sub-task then doc id.
+
+    ``"train"`` holds the corpus sample's training docs (every sub-task) and, per label sub-task,
+    the extra docs the Appendix B heuristic picked (``annotations.origin`` other than
+    ``"sample"``); ``"heldout"`` is only ever the random corpus sample."""
     return conn.execute(
         "SELECT kind, instruction, doc_id, label, spans, parse_ok FROM annotations "
         "WHERE task = ? AND split = ? ORDER BY kind, instruction, doc_id", [task_name, split]
