@@ -24,6 +24,13 @@ newline, whitespace inside a paragraph collapsed) and ``tags`` (debtags list,
 possibly empty).  Records with text under 40 characters and transitional /
 dummy packages are skipped.
 
+``--exclude other.jsonl`` (repeatable) leaves out every package already in
+another corpus file (matched on its ``package`` field, or on ``id`` minus the
+``debian:`` prefix) *before* sampling, so the output is disjoint from it; this
+is how ``data/bench/debian_labels.jsonl`` is kept disjoint from the bundled
+corpus.  ``--max-chars N`` cuts texts longer than N characters at the last
+whitespace before N (a hard cut if there is none); off by default.
+
 By default a seeded, stratified sample is written: fixed quotas for games,
 net and security-tagged (debtag ``security::*``) packages, floors for a few
 other interesting sections, and the rest spread proportionally over all other
@@ -38,6 +45,9 @@ Usage
     python scripts/build_debian_corpus.py                 # 2000-record sample
     python scripts/build_debian_corpus.py --n 500 --seed 1 --out /tmp/x.jsonl
     python scripts/build_debian_corpus.py --full --out /tmp/all.jsonl
+    # a benchmark set disjoint from the bundled corpus, texts cut at 4000 chars:
+    python scripts/build_debian_corpus.py --n 4000 --seed 29 --max-chars 4000 \
+        --exclude data/corpora/debian_packages.jsonl --out data/bench/debian_labels.jsonl
     # offline / from saved files (plain text, not compressed):
     python scripts/build_debian_corpus.py --translations tr.txt --packages pk.txt
 """
@@ -240,6 +250,41 @@ def build_records(packages: dict[str, dict], translations: dict[str, dict]) -> l
     return records
 
 
+def truncate_text(text: str, max_chars: int) -> str:
+    """``text`` cut to at most ``max_chars`` characters at the last whitespace
+    before the limit (a hard cut if the first ``max_chars`` have none), trailing
+    whitespace dropped; unchanged when short enough or ``max_chars <= 0``."""
+    if max_chars <= 0 or len(text) <= max_chars:
+        return text
+    head = text[: max_chars + 1]  # a space right at the limit is a clean cut
+    cut = max(head.rfind(" "), head.rfind("\n"))
+    if cut <= 0:
+        return text[:max_chars].rstrip()
+    return text[:cut].rstrip()
+
+
+def read_excluded_packages(paths: Iterable[Path]) -> set[str]:
+    """Package names listed in JSONL corpus files (``package`` field, else
+    ``id`` without its ``debian:`` prefix); blank lines are skipped.
+
+    Raises FileNotFoundError for a missing file and ValueError for a line that
+    is not a JSON object naming a package."""
+    names: set[str] = set()
+    for path in paths:
+        with Path(path).open(encoding="utf-8") as f:
+            for line_no, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                obj = json.loads(line)
+                name = obj.get("package") if isinstance(obj, dict) else None
+                if not name and isinstance(obj, dict) and isinstance(obj.get("id"), str):
+                    name = obj["id"].removeprefix("debian:")
+                if not isinstance(name, str) or not name:
+                    raise ValueError(f"{path}:{line_no}: no 'package' or 'id' field")
+                names.add(name)
+    return names
+
+
 # --------------------------------------------------------------------------
 # sampling
 # --------------------------------------------------------------------------
@@ -356,6 +401,15 @@ def main(argv: list[str] | None = None) -> int:
         "--packages", type=Path,
         help="plain-text Packages file instead of `apt-cache dumpavail`",
     )
+    ap.add_argument(
+        "--exclude", type=Path, action="append", default=[],
+        help="JSONL corpus whose packages are left out before sampling (repeatable)",
+    )
+    ap.add_argument(
+        "--max-chars", type=int, default=0,
+        help="cut longer texts at the last whitespace before this many characters "
+        "(default 0 = no cut)",
+    )
     args = ap.parse_args(argv)
 
     if args.translations:
@@ -369,8 +423,19 @@ def main(argv: list[str] | None = None) -> int:
     translations = parse_translations(tr_text)
     packages = parse_packages(pk_text)
     records = build_records(packages, translations)
+    excluded = read_excluded_packages(args.exclude)
+    if excluded:
+        before = len(records)
+        records = [r for r in records if r["package"] not in excluded]
+        print(
+            f"excluded {before - len(records)} records listed in "
+            f"{', '.join(map(str, args.exclude))}",
+            file=sys.stderr,
+        )
     if not args.full:
         records = sample_records(records, args.n, args.seed)
+    if args.max_chars > 0:
+        records = [{**r, "text": truncate_text(r["text"], args.max_chars)} for r in records]
     n = write_jsonl(records, args.out)
 
     counts = Counter(r["section"] for r in records)
