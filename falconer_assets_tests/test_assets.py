@@ -77,6 +77,8 @@ def test_whole_graph_materializes(materialized):
     n_sample = con.execute("SELECT count(*) FROM corpus_sample").fetchone()[0]
     assert n_sample == 40
     assert con.execute("SELECT count(*) FROM annotations WHERE task = ?", [TASK]).fetchone()[0] == 2 * n_sample
+    # fraction 1.0 samples every doc, so the label heuristic has no doc left to add (see test_label_sampling)
+    assert con.execute("SELECT DISTINCT origin FROM annotations WHERE task = ?", [TASK]).fetchall() == [("sample",)]
 
     # mined rows point at the exact characters of the corpus text
     rows = con.execute('SELECT doc_id, field, value, "start", "end", score FROM mined WHERE task = ?', [TASK]).fetchall()
