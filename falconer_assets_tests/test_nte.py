@@ -20,6 +20,7 @@ from falconer_assets.core.nte import (  # noqa: E402
     label_prompt,
     label_score,
     span_prompt,
+    word_spans,
 )
 from falconer_assets.core.spans import Span  # noqa: E402
 
@@ -102,10 +103,14 @@ def test_span_labels_layout(tok):
     enc = encode_span(tok, TUX, "What is the game?", gold)
     tokens = tok.convert_ids_to_tokens(enc.input_ids)
     ctx = [i for i, o in enumerate(enc.offsets) if o != (-1, -1)]
-    # only text tokens are labelled; scaffolding, question and specials are -100
-    assert all((lab != -100) == (i in ctx) for i, lab in enumerate(enc.labels))
+    firsts = [w[0] for w in enc.words]
+    # only the first sub-token of each text word is labelled (label_all_tokens=False);
+    # later sub-tokens, scaffolding, question and specials are -100
+    assert set(firsts) < set(ctx)
+    assert all((lab != -100) == (i in firsts) for i, lab in enumerate(enc.labels))
     assert [tokens[i] for i in ctx[:3]] == ["tu", "##x", "racer"]
-    assert [enc.labels[i] for i in ctx[:4]] == [1, 2, 2, 0]
+    assert [enc.labels[i] for i in ctx[:4]] == [1, -100, 2, 0]
+    assert [TUX[s:e] for s, e in word_spans(enc)[:3]] == ["Tux", "Racer", "is"]
     assert tokens[0] == "[CLS]" and enc.offsets[0] == (-1, -1)
     assert enc.text_len_used == len(TUX) and enc.truncated_spans == 0
     assert enc.attention_mask == [1] * len(enc.input_ids)
@@ -114,21 +119,36 @@ def test_span_labels_layout(tok):
     assert all(TUX[s:e].strip() for s, e in (enc.offsets[i] for i in ctx))
 
 
+def test_span_inside_a_word_widens_to_the_word(tok):
+    gold = [Span.of(TUX, 1, 3)]  # "ux" of "Tux": the tagger can only tag whole words
+    _, got = roundtrip(tok, TUX, gold)
+    assert got == [Span.of(TUX, 0, 3, 1.0)]
+
+
+def test_answer_prefix(tok):
+    prompt, start = span_prompt(TUX, "Who is mentioned?", answer_prefix=" Answer: The person is ")
+    assert prompt.endswith("Assistant:\n\nAnswer: The person is")
+    enc = encode_span(tok, TUX, "Who is mentioned?", spans_of(TUX, "Tux"), answer_prefix="Answer: The person is")
+    assert tok.decode(enc.input_ids).endswith("assistant : answer : the person is [SEP]")
+    assert decode_spans(TUX, enc, one_hot(enc)) == spans_of(TUX, "Tux")
+
+
 def test_inference_encoding_has_no_labels(tok):
     enc = encode_span(tok, TUX, "What is the genre?", None)
     assert set(enc.labels) == {-100}
     assert decode_spans(TUX, enc, one_hot(enc)) == []
 
 
-def test_decode_scores_orphan_i_and_padding(tok):
+def test_decode_scores_orphan_i_subtokens_and_padding(tok):
     enc = encode_span(tok, TUX, "Q?", None)
-    ctx = [i for i, o in enumerate(enc.offsets) if o != (-1, -1)]
+    ctx = [i for i, o in enumerate(enc.offsets) if o != (-1, -1)]  # tu ##x racer is a ...
     probs = np.tile([0.9, 0.05, 0.05], (len(enc.input_ids) + 5, 1))  # padded rows ignored
-    probs[ctx[0]] = [0.1, 0.1, 0.8]  # orphan I at text start -> ignored
-    probs[ctx[1]] = [0.1, 0.8, 0.1]  # B on "##x" (mid-word) ...
-    probs[ctx[2]] = [0.1, 0.3, 0.6]  # ... extended by I over "racer"
+    probs[ctx[0]] = [0.1, 0.1, 0.8]  # orphan I on "Tux" -> ignored
+    probs[ctx[1]] = [0.1, 0.8, 0.1]  # B on "##x", a later sub-token -> ignored (word level)
+    probs[ctx[2]] = [0.1, 0.8, 0.1]  # B on "Racer" ...
+    probs[ctx[3]] = [0.1, 0.3, 0.6]  # ... extended by I over "is"
     got = decode_spans(TUX, enc, probs)
-    assert got == [Span(2, 9, "x Racer", score=pytest.approx(0.7))]
+    assert got == [Span(4, 12, "Racer is", score=pytest.approx(0.7))]
 
 
 def test_decode_bad_shape(tok):
@@ -216,3 +236,46 @@ def test_empty_text(tok):
     enc = encode_span(tok, "", "What?", [])
     assert enc.text_len_used == 0 and set(enc.labels) == {-100}
     assert decode_spans("", enc, one_hot(enc)) == []
+
+
+# ---------------------------------------------------------------- round-trip properties
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from falconer_assets_tests.conftest import debian_records  # noqa: E402
+
+_DEBIAN_TEXTS = [r["text"] for r in debian_records(100, 300)]
+
+
+@st.composite
+def _word_aligned_spans(draw, texts, tok, max_length):
+    """A real text and non-overlapping spans made of whole tokenizer words inside it."""
+    text = draw(st.sampled_from(texts))
+    words = word_spans(encode_span(tok, text, "What is mentioned?", None, max_length))
+    spans, i = [], 0
+    while i < len(words):
+        i += draw(st.integers(0, 6))  # gap of O words
+        if i >= len(words) or not draw(st.booleans()):
+            break
+        n = draw(st.integers(1, 4))
+        chunk = words[i : i + n]
+        spans.append(Span.of(text, chunk[0][0], chunk[-1][1]))
+        i += len(chunk) + 1  # at least one O word between spans: B-I-I | O | B
+    return text, spans
+
+
+def _assert_roundtrip(tok, text, spans, max_length):
+    enc = encode_span(tok, text, "What is mentioned?", spans, max_length)
+    assert enc.truncated_spans == 0
+    got = decode_spans(text, enc, one_hot(enc))
+    assert got == sorted(spans, key=lambda s: s.start)
+    assert all(text[s.start : s.end] == s.text for s in got)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_roundtrip_property_debian(tok, data):
+    """encode -> gold tags as probabilities -> decode gives back the same spans (Debian text)."""
+    text, spans = data.draw(_word_aligned_spans(_DEBIAN_TEXTS, tok, 512))
+    _assert_roundtrip(tok, text, spans, 512)

@@ -6,13 +6,18 @@ and Appendix A; reference code: github.com/KomeijiForce/Cuckoo, ``run_ner.py`` f
 training, ``case_next_tokens_extraction.py`` for prompts and decoding):
 
 * ``get_span`` -> the text is wrapped in a ``User: ... Question: ... Assistant:`` prompt
-  and every text token is tagged O/B/I; a B opens a span and following I's extend it.
+  (optionally followed by an answer prefix such as ``Answer: The person is``) and every
+  WORD of the text is tagged O/B/I; a B opens a span and following I's extend it.
 * ``get_label`` -> the prompt additionally lists ``Choices: Yes / No``; the model tags the
   chosen choice word with B, and ``P(B at Yes)`` against ``P(B at No)`` gives the score.
 
-Tokens are mapped to characters with a *fast* tokenizer's ``return_offsets_mapping``
-(Hugging Face token-classification docs, "label alignment"), so every span offset is into
-the ORIGINAL text, whatever the tokenizer does to case or accents. Pure logic: no torch
+Words are the fast tokenizer's pre-tokenizer words (``BatchEncoding.word_ids()``). As in
+Cuckoo's ``run_ner.py`` with ``label_all_tokens=False`` (and the Hugging Face
+token-classification example's label alignment), only the FIRST sub-token of a word
+carries its tag; the other sub-tokens are ignored by the loss (-100) and decoding reads the
+first sub-token only, so a span always covers whole words. Tokens are mapped to characters
+with ``return_offsets_mapping``, so every span offset is into the ORIGINAL text, whatever
+the tokenizer does to case or accents. Pure logic: no torch
 import is needed here (``probs`` may be a numpy array, a CPU tensor or nested lists).
 """
 
@@ -50,11 +55,14 @@ def _check_inputs(text: Any, instruction: Any) -> None:
         raise ValueError("instruction is empty: get_span/get_label need a non-blank instruction")
 
 
-def span_prompt(text: str, instruction: str) -> tuple[str, int]:
+def span_prompt(text: str, instruction: str, answer_prefix: str | None = None) -> tuple[str, int]:
     """Build the span sub-task prompt (Cuckoo NTE format, Falconer 3.3).
 
-    Format: ``"User:\\n\\n{text}\\n\\nQuestion: {instruction}\\n\\nAssistant:"``; the
-    instruction is stripped of surrounding whitespace, the text is inserted verbatim.
+    Format: ``"User:\\n\\n{text}\\n\\nQuestion: {instruction}\\n\\nAssistant:"``, plus
+    ``"\\n\\n{answer_prefix}"`` when an answer prefix is given (Cuckoo's README style, e.g.
+    ``"Answer: The person is"``, which steers the tagger to the answer type). The
+    instruction and prefix are stripped of surrounding whitespace, the text is inserted
+    verbatim.
 
     Returns:
         ``(prompt, text_start)`` where ``prompt[text_start:text_start + len(text)] == text``
@@ -66,6 +74,8 @@ def span_prompt(text: str, instruction: str) -> tuple[str, int]:
     """
     _check_inputs(text, instruction)
     prompt = _SPAN_HEAD + text + _SPAN_TAIL.format(instruction=instruction.strip())
+    if answer_prefix is not None and answer_prefix.strip():
+        prompt += "\n\n" + answer_prefix.strip()
     return prompt, len(_SPAN_HEAD)
 
 
@@ -103,21 +113,26 @@ class Encoded:
             with ``n <= max_length``.
         attention_mask: ``n`` ones.
         labels: ``n`` tag ids (``O=0, B=1, I=2``) or ``-100`` where the loss ignores the
-            token. All ``-100`` at inference.
+            token (everything but the first sub-token of each text word, or of the chosen
+            choice words for a label prompt). All ``-100`` at inference.
         offsets: ``n`` pairs ``(start, end)``: character offsets into the ORIGINAL text for
             context (text) tokens, ``(-1, -1)`` for every other token.
+        words: the text's words in order, one ``(first_token, last_token, start, end)``
+            tuple each: token indices (inclusive) and character offsets into the original
+            text (end exclusive). Only words inside the kept (untruncated) text.
         text_len_used: number of leading characters of the text kept after truncation
             (``len(text)`` when nothing was cut).
         yes_index: token index of the ``Yes`` choice word (label prompts), else ``None``.
         no_index: token index of the ``No`` choice word (label prompts), else ``None``.
         truncated_spans: number of gold spans not fully inside the kept text (0 at
-            inference); their kept tokens, if any, are labelled -100.
+            inference); their kept words, if any, are labelled -100.
     """
 
     input_ids: list[int]
     attention_mask: list[int]
     labels: list[int]
     offsets: list[tuple[int, int]]
+    words: list[tuple[int, int, int, int]]
     text_len_used: int
     yes_index: int | None = None
     no_index: int | None = None
@@ -134,7 +149,8 @@ class Encoded:
         return d
 
 
-def _tokenize(tokenizer, prompt: str) -> tuple[list[int], list[tuple[int, int]]]:
+def _tokenize(tokenizer, prompt: str) -> tuple[list[int], list[tuple[int, int]], list[int | None]]:
+    """``(input_ids, prompt offsets, word_ids)`` of one prompt, special tokens included."""
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(
             "a fast (Rust) tokenizer is required for return_offsets_mapping; "
@@ -149,7 +165,11 @@ def _tokenize(tokenizer, prompt: str) -> tuple[list[int], list[tuple[int, int]]]
         return_token_type_ids=False,
         verbose=False,  # we truncate ourselves; silence the "longer than max" warning
     )
-    return list(enc["input_ids"]), [tuple(map(int, o)) for o in enc["offset_mapping"]]
+    return (
+        list(enc["input_ids"]),
+        [tuple(map(int, o)) for o in enc["offset_mapping"]],
+        list(enc.word_ids()),
+    )
 
 
 def _context_offsets(
@@ -166,20 +186,45 @@ def _context_offsets(
     return out
 
 
+def _group_words(
+    offsets: list[tuple[int, int]], word_ids: list[int | None]
+) -> list[tuple[int, int, int, int]]:
+    """Group context tokens into words: ``[(first_token, last_token, start, end), ...]``.
+
+    Consecutive context tokens with the same ``word_id`` form one word; a token without a
+    word id (some tokenizers give none for odd characters) is a word of its own.
+    """
+    words: list[tuple[int, int, int, int]] = []
+    prev_wid: int | None = None
+    for i, (s, e) in enumerate(offsets):
+        if s < 0:
+            prev_wid = None
+            continue
+        wid = word_ids[i]
+        if words and wid is not None and wid == prev_wid and words[-1][1] == i - 1:
+            first, _, ws, _ = words[-1]
+            words[-1] = (first, i, ws, e)
+        else:
+            words.append((i, i, s, e))
+        prev_wid = wid
+    return words
+
+
 def _fit(tokenizer, build, text: str, max_length: int):
     """Tokenize ``build(text_prefix)`` with the longest token-aligned text prefix that fits.
 
-    ``build(t)`` returns ``(prompt, text_start, *extra)``. Returns ``(ids, offsets, kept_len,
-    built, raw)``: ``offsets`` mapped to text coordinates, ``raw`` the prompt offsets.
-    Raises ValueError when even an empty text does not fit.
+    ``build(t)`` returns ``(prompt, text_start, *extra)``. Returns ``(ids, offsets, words,
+    kept_len, built, raw)``: ``offsets`` mapped to text coordinates, ``words`` as in
+    :attr:`Encoded.words`, ``raw`` the prompt offsets. Raises ValueError when even an empty
+    text does not fit.
     """
     kept = len(text)
     for _ in range(64):  # converges in 1-3 rounds; the bound only guards pathological tokenizers
         built = build(text[:kept])
-        ids, raw = _tokenize(tokenizer, built[0])
+        ids, raw, word_ids = _tokenize(tokenizer, built[0])
         offs = _context_offsets(raw, built[1], kept)
         if len(ids) <= max_length:
-            return ids, offs, kept, built, raw
+            return ids, offs, _group_words(offs, word_ids), kept, built, raw
         if kept == 0:
             raise ValueError(
                 f"the prompt without any text is {len(ids)} tokens, more than "
@@ -198,16 +243,23 @@ def _check_max_length(max_length: int) -> None:
 
 
 def encode_span(
-    tokenizer, text: str, instruction: str, spans: Sequence[Span] | None, max_length: int = 256
+    tokenizer,
+    text: str,
+    instruction: str,
+    spans: Sequence[Span] | None,
+    max_length: int = 256,
+    answer_prefix: str | None = None,
 ) -> Encoded:
-    """Encode a span sub-task example (Cuckoo NTE tagging; HF token-classification alignment).
+    """Encode a span sub-task example (Cuckoo NTE tagging, word-level BIO labels).
 
-    Only text tokens are labelled: the first token overlapping a gold span gets B, later
-    tokens overlapping the same span get I, other text tokens get O; prompt scaffolding,
-    the question and special tokens get -100. A token overlapping two spans belongs to the
-    first. When the prompt exceeds ``max_length`` tokens the TEXT is cut at a token boundary
-    (question kept intact); spans not fully inside the kept text are counted in
-    ``truncated_spans`` and their kept tokens get -100.
+    Only text words are labelled, on their first sub-token (``label_all_tokens=False`` in
+    Cuckoo's ``run_ner.py``): the first word overlapping a gold span gets B, later words
+    overlapping the same span get I, other words get O; later sub-tokens, the prompt
+    scaffolding, the question and special tokens get -100. A word overlapping two spans
+    belongs to the first. A gold span edge inside a word widens the span to the whole word
+    (decoding returns whole words). When the prompt exceeds ``max_length`` tokens the TEXT
+    is cut at a token boundary (question kept intact); spans not fully inside the kept
+    text are counted in ``truncated_spans`` and their kept words get -100.
 
     Args:
         tokenizer: a Hugging Face *fast* tokenizer.
@@ -216,6 +268,7 @@ def encode_span(
         spans: gold spans (character offsets into ``text``), ``[]`` for "no span", or
             ``None`` at inference (all labels -100).
         max_length: maximum number of tokens including special tokens.
+        answer_prefix: optional text after ``Assistant:`` (see :func:`span_prompt`).
 
     Returns:
         An :class:`Encoded` with ``yes_index = no_index = None``.
@@ -234,36 +287,30 @@ def encode_span(
                     f"span {sp.start}-{sp.end} {sp.text!r} does not match the text "
                     f"(text[{sp.start}:{sp.end}] = {text[sp.start:sp.end]!r})"
                 )
-    ids, offs, kept, _, _ = _fit(tokenizer, lambda t: span_prompt(t, instruction), text, max_length)
+    ids, offs, words, kept, _, _ = _fit(
+        tokenizer, lambda t: span_prompt(t, instruction, answer_prefix), text, max_length
+    )
     labels = [IGNORE_ID] * len(ids)
     truncated = 0
     if spans is not None:
-        ordered = sorted(spans, key=lambda s: (s.start, s.end))
+        ordered = sorted((s for s in spans if s.end > s.start), key=lambda s: (s.start, s.end))
         truncated = sum(1 for s in ordered if s.end > kept)
-        owner: list[int | None] = [None] * len(ids)
-        for i, (s, e) in enumerate(offs):
-            if s < 0:
-                continue
-            labels[i] = O_ID
-            for k, sp in enumerate(ordered):
-                if s < sp.end and e > sp.start:
-                    owner[i] = k
-                    break
-        prev = None
-        for i, k in enumerate(owner):
-            if k is None:
-                prev = None
-                continue
-            if ordered[k].end > kept:
-                labels[i] = IGNORE_ID
+        prev: int | None = None
+        for first, _last, ws, we in words:
+            owner = next((k for k, sp in enumerate(ordered) if ws < sp.end and we > sp.start), None)
+            if owner is None:
+                labels[first] = O_ID
+            elif ordered[owner].end > kept:
+                labels[first] = IGNORE_ID
             else:
-                labels[i] = I_ID if prev == k else B_ID
-            prev = k
+                labels[first] = I_ID if prev == owner else B_ID
+            prev = owner
     return Encoded(
         input_ids=ids,
         attention_mask=[1] * len(ids),
         labels=labels,
         offsets=offs,
+        words=words,
         text_len_used=kept,
         truncated_spans=truncated,
     )
@@ -297,7 +344,7 @@ def encode_label(
     _check_max_length(max_length)
     if label is not None and not isinstance(label, (bool, np.bool_)):
         raise TypeError(f"label must be a bool or None, got {type(label).__name__}")
-    ids, offs, kept, built, raw = _fit(
+    ids, offs, words, kept, built, raw = _fit(
         tokenizer, lambda t: label_prompt(t, instruction), text, max_length
     )
     _, _, yes_start, no_start = built
@@ -311,6 +358,7 @@ def encode_label(
         attention_mask=[1] * len(ids),
         labels=labels,
         offsets=offs,
+        words=words,
         text_len_used=kept,
         yes_index=yes_index,
         no_index=no_index,
@@ -329,14 +377,17 @@ def _as_probs(enc: Encoded, probs) -> np.ndarray:
 
 
 def decode_spans(text: str, enc: Encoded, probs) -> list[Span]:
-    """Decode per-token tag probabilities into spans of ``text`` (Cuckoo ``find_sequences``).
+    """Decode per-token tag probabilities into spans of ``text`` at WORD level.
 
-    Each text token takes its argmax tag. A B opens a new span (closing any open one), an I
-    extends the open span, an O or any non-text token closes it. An I with no open span is
-    ignored, as in Cuckoo, which starts spans at B only. A span covers
-    ``[start of its first token, end of its last token)`` (so sub-word pieces are joined
-    and inner whitespace is kept), trimmed of surrounding whitespace; its score is the mean
-    probability of the argmax tags of its tokens.
+    Each text word takes the argmax tag of its first sub-token (the token that was trained;
+    the others are ignored, Cuckoo ``run_ner.py`` with ``label_all_tokens=False``). As in
+    Cuckoo's ``find_sequences``, a B opens a new span (closing any open one), an I extends
+    the open span, an O closes it; an I with no open span is ignored. A span covers
+    ``[start of its first word, end of its last word)`` (inner whitespace kept), trimmed of
+    surrounding whitespace; its score is the mean probability of its words' argmax tags.
+    Cuckoo detokenizes and drops predictions it cannot find in the source text; here
+    offsets come from the tokenizer, so every span is a substring of ``text`` by
+    construction and only empty (all-whitespace) spans are dropped.
 
     Args:
         text: the original text given to the encoder.
@@ -353,30 +404,30 @@ def decode_spans(text: str, enc: Encoded, probs) -> list[Span]:
     arr = _as_probs(enc, probs)
     tags = arr.argmax(axis=1)
     spans: list[Span] = []
-    cur: list[int] | None = None  # token indices of the open span
+    cur: list[tuple[int, int, int, int]] = []  # words of the open span
 
     def close() -> None:
         if not cur:
             return
-        start, end = enc.offsets[cur[0]][0], enc.offsets[cur[-1]][1]
+        start, end = cur[0][2], cur[-1][3]
         piece = text[start:end]
         lead = len(piece) - len(piece.lstrip())
         trail = len(piece) - len(piece.rstrip())
         start, end = start + lead, end - trail
         if end > start:
-            score = float(np.mean([arr[i, tags[i]] for i in cur]))
+            score = float(np.mean([arr[w[0], tags[w[0]]] for w in cur]))
             spans.append(Span.of(text, start, end, score))
+        cur.clear()
 
-    for i, (s, _e) in enumerate(enc.offsets):
-        tag = int(tags[i])
-        if s < 0 or tag == O_ID:
+    for word in enc.words:
+        tag = int(tags[word[0]])
+        if tag == B_ID:
             close()
-            cur = None
-        elif tag == B_ID:
+            cur.append(word)
+        elif tag == I_ID and cur:
+            cur.append(word)
+        else:  # O, or an orphan I
             close()
-            cur = [i]
-        elif cur is not None:  # I continuing an open span
-            cur.append(i)
     close()
     return spans
 
@@ -401,3 +452,12 @@ def label_score(enc: Encoded, probs) -> float:
     p_yes, p_no = float(arr[enc.yes_index, B_ID]), float(arr[enc.no_index, B_ID])
     total = p_yes + p_no
     return 0.5 if total <= 0.0 else p_yes / total
+
+
+def word_spans(enc: Encoded) -> list[tuple[int, int]]:
+    """Character ranges ``[(start, end), ...]`` of the kept text words of ``enc``, in order.
+
+    Useful to build gold spans that a word-level tagger can represent exactly (round-trip
+    tests, silver data).
+    """
+    return [(ws, we) for _f, _l, ws, we in enc.words]
