@@ -118,13 +118,13 @@ def trained():
 def test_train_stats(trained):
     _, stats, logs = trained
     n = len(_examples())
-    assert stats["n_examples"] == n and stats["epochs"] == CONFIG.epochs
+    assert stats["n_examples"] == n and stats["epochs"] == CONFIG.epochs and stats["n_dev"] == 0
     assert stats["steps"] == CONFIG.epochs * math.ceil(n / CONFIG.batch_size)
     assert stats["truncated_spans"] == 0
     assert 0.0 <= stats["final_loss"] < 0.3 and stats["seconds"] > 0
     assert logs[0].startswith("proxy train: 80 examples")
     assert any(m.startswith("step 20/") for m in logs)
-    assert logs[-1].startswith(f"epoch {CONFIG.epochs}/{CONFIG.epochs} loss")
+    assert logs[-1].startswith(f"epoch {CONFIG.epochs} loss")
 
 
 def test_learns_get_label(trained):
@@ -257,3 +257,46 @@ def test_tag_weight_upweights_only_gold_b_and_i_tokens():
     # an all-O example is unaffected by the weight
     o_only = torch.tensor([[0, 0, -100, -100]])
     assert torch.isclose(_per_example_loss(logits, o_only, 5.0), _per_example_loss(logits, o_only))
+
+
+def test_split_dev_is_seeded_and_bounded():
+    from falconer_assets.core.proxy import split_dev
+
+    exs = _examples()
+    train, dev = split_dev(exs, 0.15, min_dev=8, seed=3)
+    assert len(dev) == round(0.15 * len(exs)) and len(train) + len(dev) == len(exs)
+    assert {id(e) for e in train}.isdisjoint({id(e) for e in dev})
+    assert [e.text for e in split_dev(exs, 0.15, 8, 3)[1]] == [e.text for e in dev]
+    assert [e.text for e in split_dev(exs, 0.15, 8, 4)[1]] != [e.text for e in dev]
+    assert split_dev(exs, 0.05, min_dev=8)[1] == []  # 4 dev examples < min_dev: no dev split
+    assert split_dev(exs, 0.0)[1] == []
+
+
+def test_early_stopping_restores_the_best_epoch():
+    """A dev split drives best-epoch selection: the returned weights score the best dev score."""
+    torch.set_num_threads(1)
+    proxy = NTEProxy.load(default_base_model(), device="cpu")
+    cfg = TrainConfig(epochs=3, lr=3e-4, head_lr=3e-3, batch_size=8, max_length=96, seed=0,
+                      dev_fraction=0.25, patience=1)
+    logs: list[str] = []
+    stats = proxy.train(_examples(), cfg, log=logs.append)
+    assert stats["n_dev"] == 20 and stats["n_examples"] == 60
+    assert 1 <= stats["best_epoch"] <= stats["epochs"] <= 3
+    assert any("dev score" in m for m in logs)
+    # the restored model reproduces the best dev score on the same dev split
+    from falconer_assets.core.proxy import split_dev
+
+    _, dev = split_dev(_examples(), 0.25, cfg.min_dev, cfg.seed)
+    assert proxy.evaluate(dev)["score"] == pytest.approx(stats["dev_score"])
+
+
+def test_evaluate_scores_gold_examples(trained):
+    proxy, _, _ = trained
+    exs = [TrainExample("label", t, IS_GAME, label=True) for t in GAME_TEXTS[:6]]
+    exs += [TrainExample("label", t, IS_GAME, label=False) for t in LIB_TEXTS[:6]]
+    exs += [TrainExample("span", t, GENRE, spans=[Span.of(t, t.index(g), t.index(g) + len(g))])
+            for t, g in zip(GAME_TEXTS[:6], GENRES[:6])]
+    m = proxy.evaluate(exs)
+    assert m["n_label"] == 12 and m["n_span"] == 6
+    assert m["label_f1"] >= 0.9 and m["span_f1"] >= 0.5
+    assert m["score"] == pytest.approx((m["label_f1"] + m["span_f1"]) / 2)

