@@ -11,7 +11,8 @@ Environment (read when the code location loads):
     FALCONER_LLM_BASE_URL   OpenAI-compatible endpoint; unset = embedded llama.cpp server
     FALCONER_LLM_MODEL      model name (embedded default ``qwen2.5-coder-1.5b``)
     OPENAI_API_KEY          key for the endpoint (not needed for the embedded server)
-    FALCONER_PROXY_BASE     proxy base model: unset = offline MiniLM, ``cuckoo``, or a hub id/path
+    FALCONER_PROXY_BASE     proxy base: unset = the NTE-pretrained metamodel, ``minilm``, ``mpnet``,
+                            ``cuckoo``, or a hub id/path
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ FAST_RUN_CONFIG = {"ops": {"debian_packages__corpus_sample": {"config": {
 def _defs(data_dir, plan_source=GAME_PLAN, epochs=6):
     llm = ScriptedLLM(corpus_path=str(data_dir / "corpora" / "debian_packages.jsonl"),
                       plan_source=plan_source, cache_path=str(data_dir / "llm_cache.duckdb"))
-    proxy = ProxyResource(epochs=epochs,
+    proxy = ProxyResource(base_model="minilm", epochs=epochs,
                           checkpoint_dir=str(data_dir / "checkpoints"))
     return build_definitions(data_dir, llm=llm, proxy=proxy)
 

@@ -39,7 +39,7 @@ def data_dir(tmp_path):
 
 def test_whole_graph_with_real_local_llm(data_dir):
     llm = LLMResource(model="qwen2.5-coder-1.5b", cache_path=str(data_dir / "llm_cache.duckdb"))
-    proxy = ProxyResource(checkpoint_dir=str(data_dir / "checkpoints"))
+    proxy = ProxyResource(base_model="minilm", checkpoint_dir=str(data_dir / "checkpoints"))
     defs = build_definitions(data_dir, llm=llm, proxy=proxy)
     with dg.instance_for_test() as instance:
         result = dg.materialize(list(defs.assets), instance=instance, resources=defs.resources,

