@@ -1,0 +1,70 @@
+"""``python -m falconer_assets.bench quality [--quick] [--out DIR]``: proxy learning curves.
+
+Writes ``<out>/quality.json`` (every point; a re-run resumes from it), ``quality.md`` (the
+table), ``quality.png`` (all panels) and ``quality_<dataset>.png`` (one panel each, shown by
+the ``eval`` asset), and prints the table. Default ``--out``: ``docs/bench`` for the full
+grid, ``data/bench_quick`` for ``--quick``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = argparse.ArgumentParser(prog="python -m falconer_assets.bench", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    q = sub.add_parser("quality", help="proxy learning curves (F1 vs training samples)")
+    q.add_argument("--quick", action="store_true", help="tiny grid, a few minutes")
+    q.add_argument("--out", default=None)
+    q.add_argument("--datasets", default=None, help="comma list, e.g. wnut16,debian")
+    q.add_argument("--bases", default=None, help="comma list of minilm,mpnet,metamodel")
+    q.add_argument("--sizes", default=None, help="comma list, 0 = zero-shot")
+    args = parser.parse_args(argv)
+
+    import dataclasses
+
+    import torch
+
+    from falconer_assets.bench import quality as qb
+
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+    plan = qb.QUICK if args.quick else qb.FULL
+    if args.datasets:
+        plan = dataclasses.replace(plan, datasets=tuple(args.datasets.split(",")))
+    if args.bases:
+        plan = dataclasses.replace(plan, bases=tuple(args.bases.split(",")))
+    if args.sizes:
+        plan = dataclasses.replace(plan, sizes=tuple(int(s) for s in args.sizes.split(",")))
+    out = Path(args.out or ("data/bench_quick" if args.quick else "docs/bench"))
+    t0 = time.perf_counter()
+    rows = qb.run(plan, out / "quality.json", log=lambda m: print(m, flush=True))
+    table = qb.markdown_table(rows, plan)
+    minutes = (time.perf_counter() - t0) / 60
+    train_min = sum(r["train_seconds"] + r["eval_seconds"] for r in rows) / 60
+    header = (
+        f"# Proxy quality benchmark{' (quick)' if args.quick else ''}\n\n"
+        f"Command: `python -m falconer_assets.bench quality{' --quick' if args.quick else ''}`. "
+        f"F1 on each source's test split ({plan.test_cap or 'all'} records at most); "
+        f"0 = zero-shot. At most max({plan.example_budget}, min(n, {2 * plan.example_budget})) "
+        f"examples seen per fine-tuning run. "
+        f"Compute in the points below: {train_min:.1f} min (this invocation: {minutes:.1f} min, "
+        f"{torch.get_num_threads()} threads).\n\n![learning curves](quality.png)\n\n"
+    )
+    (out / "quality.md").write_text(header + table)
+    qb.plot(rows, plan, out / "quality.png")
+    for d in plan.datasets:
+        qb.plot(rows, plan, out / f"quality_{d}.png", dataset=d)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
