@@ -57,6 +57,23 @@ def report(data_dir: Path, out=sys.stdout) -> None:
     con.close()
 
 
+def ensure_proxy_base() -> None:
+    """Build the metamodel proxy base once (cached) when it is the configured default.
+
+    The main job never pre-trains: ``proxy_checkpoint`` fails with the build command when
+    the metamodel is missing. This CLI step builds it first (about 10-15 minutes on 2 CPU
+    cores, once per recipe) so ``falconer run`` works on a fresh machine. Skipped when
+    ``FALCONER_PROXY_BASE`` names another base.
+    """
+    if os.environ.get("FALCONER_PROXY_BASE", "").strip().lower() not in {"", "metamodel"}:
+        return
+    from falconer_assets.metamodel.pretrain import build_metamodel, is_built, metamodel_dir
+
+    if not is_built(metamodel_dir()):
+        print("building the metamodel proxy base once (python -m falconer_assets.metamodel build) ...", flush=True)
+        build_metamodel(log=lambda m: print(m, flush=True))
+
+
 def run(data_dir: Path, task: str | None = None) -> bool:
     """Materialize the main job (or one task's chain); returns ``True`` on success."""
     os.environ["FALCONER_DATA_DIR"] = str(data_dir)
@@ -64,6 +81,7 @@ def run(data_dir: Path, task: str | None = None) -> bool:
 
     from falconer_assets.definitions import MAIN_JOB, build_definitions
 
+    ensure_proxy_base()
     instance = _instance(data_dir)
     defs = build_definitions(data_dir)
     t0 = time.perf_counter()

@@ -3,6 +3,7 @@
 
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
@@ -110,6 +111,7 @@ def build_eval_asset(task: Task, data_dir) -> dg.AssetsDefinition:
             "llm_docs_per_s": round(len(texts) / llm_s, 3) if llm_s else 0.0,
             "speedup": round(llm_s / proxy_s, 1) if proxy_s else 0.0,
         }
+        metadata.update(_learning_curve(task.corpus))
         for name, value in (("mean_label_f1", mean(label_f1)), ("mean_span_f1", mean(span_f1)),
                             ("mean_word_f1", mean(word_f1))):
             if value is not None:
@@ -117,3 +119,29 @@ def build_eval_asset(task: Task, data_dir) -> dg.AssetsDefinition:
         return dg.MaterializeResult(metadata=metadata)
 
     return evaluation
+
+
+BENCH_DIR = Path(__file__).resolve().parents[2] / "docs" / "bench"
+
+
+def _learning_curve(corpus: str) -> dict:
+    """The ``bench quality`` learning curve of the benchmark dataset matching ``corpus``.
+
+    The benchmark dataset is the corpus name's first ``_`` word (``debian_packages`` ->
+    ``debian``); returns ``{}`` when the benchmark has no such panel yet. Metadata: the PNG
+    path and the table rows of that dataset (markdown).
+    """
+    dataset = corpus.split("_")[0]
+    png, md = BENCH_DIR / f"quality_{dataset}.png", BENCH_DIR / "quality.md"
+    if not png.is_file() or not md.is_file():
+        return {}
+    lines = md.read_text().splitlines()
+    head = [i for i, line in enumerate(lines) if line.startswith("| dataset |")]
+    rows = [line for line in lines if line.startswith(f"| {dataset} |")]
+    table = "\n".join(lines[head[0]:head[0] + 2] + rows) if head else ""
+    return {
+        "learning_curve_plot": dg.MetadataValue.path(str(png)),
+        "learning_curve": dg.MetadataValue.md(
+            f"Proxy F1 vs training samples on gold-labelled `{dataset}` data "
+            f"(`python -m falconer_assets.bench quality`, plot: `{png}`)\n\n{table}"),
+    }

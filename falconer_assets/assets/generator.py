@@ -90,7 +90,7 @@ class AnnotationsConfig(dg.Config):
     label_extra_ratio: float = 1.0
     random_share: float = 0.25
     positive_share: float = 0.75
-    candidate_pool: int = 2000
+    candidate_pool: int = 1000
     seed: int = 0
 
 

@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--datasets", default=None, help="comma list, e.g. wnut16,debian")
     q.add_argument("--bases", default=None, help="comma list of minilm,mpnet,metamodel")
     q.add_argument("--sizes", default=None, help="comma list, 0 = zero-shot")
+    q.add_argument("--report", action="store_true",
+                   help="only re-render the table and plots from the points already computed")
     args = parser.parse_args(argv)
 
     import dataclasses
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = dataclasses.replace(plan, sizes=tuple(int(s) for s in args.sizes.split(",")))
     out = Path(args.out or ("data/bench_quick" if args.quick else "docs/bench"))
     t0 = time.perf_counter()
-    rows = qb.run(plan, out / "quality.json", log=lambda m: print(m, flush=True))
+    rows = qb.run(plan, out / "quality.json", log=lambda m: print(m, flush=True), train=not args.report)
     table = qb.markdown_table(rows, plan)
     minutes = (time.perf_counter() - t0) / 60
     train_min = sum(r["train_seconds"] + r["eval_seconds"] for r in rows) / 60

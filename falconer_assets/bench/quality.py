@@ -198,7 +198,7 @@ class BenchPlan:
     bases: tuple[str, ...] = BASES
     sizes: tuple[int, ...] = (0, *SIZES)
     test_cap: int | None = 300
-    example_budget: int = 1280
+    example_budget: int = 640
     metamodel_recipe: str = "default"
     seed: int = 0
     max_size: tuple[tuple[str, int], ...] = (("mpnet", 256),)
@@ -225,14 +225,21 @@ def _resolve(base: str, plan: BenchPlan, log) -> str:
     return resolve_base_model(base)
 
 
-def _point_key(plan: BenchPlan, base: str, dataset: str, n: int, base_path: str) -> str:
-    ident = Path(base_path).name if base == "metamodel" else base
+def _point_key(plan: BenchPlan, base: str, dataset: str, n: int) -> str:
+    from falconer_assets.metamodel.pretrain import DEFAULT_RECIPE, QUICK_RECIPE
+
+    recipe = QUICK_RECIPE if plan.metamodel_recipe == "quick" else DEFAULT_RECIPE
+    ident = recipe.key() if base == "metamodel" else base
     cap = plan.span_test_cap if dataset == "wnut16" else plan.test_cap
     return f"{dataset}|{base}|{ident}|n={n}|budget={plan.example_budget}|test={cap}|seed={plan.seed}"
 
 
-def run(plan: BenchPlan, results_path: Path, log: Callable[[str], None] = print) -> list[dict]:
+def run(plan: BenchPlan, results_path: Path, log: Callable[[str], None] = print,
+        train: bool = True) -> list[dict]:
     """Run (or resume) the benchmark grid of ``plan``; return all result rows.
+
+    With ``train=False`` nothing is computed: the rows already in ``results_path`` that
+    belong to the grid are returned (to re-render the table of a partial run).
 
     Each row: ``{"key", "dataset", "base", "n", "n_examples", "metrics", "train_seconds",
     "eval_seconds", "best_epoch", "steps"}``. Rows are appended to ``results_path`` (a JSON
@@ -244,13 +251,17 @@ def run(plan: BenchPlan, results_path: Path, log: Callable[[str], None] = print)
     done = {r["key"]: r for r in json.loads(results_path.read_text())} if results_path.is_file() else {}
     rows: list[dict] = []
     for dname in plan.datasets:
+        if not train:
+            for base in plan.bases:
+                rows += [r for n in plan.sizes if (r := done.get(_point_key(plan, base, dname, n)))]
+            continue
         cap = plan.span_test_cap if dname == "wnut16" else plan.test_cap
         ds = load_dataset(dname, plan.seed, cap)
         log(f"{dname}: pool {len(ds.pool)}, test {len(ds.test)}, questions {len(ds.questions)}")
         for base in plan.bases:
             base_path = _resolve(base, plan, log)
             for n in plan.sizes:
-                key = _point_key(plan, base, dname, n, base_path)
+                key = _point_key(plan, base, dname, n)
                 if key in done:
                     rows.append(done[key])
                     continue
