@@ -279,3 +279,50 @@ def test_roundtrip_property_debian(tok, data):
     """encode -> gold tags as probabilities -> decode gives back the same spans (Debian text)."""
     text, spans = data.draw(_word_aligned_spans(_DEBIAN_TEXTS, tok, 512))
     _assert_roundtrip(tok, text, spans, 512)
+
+
+def _wnut_texts() -> list[str]:
+    from falconer_assets.metamodel.sources import load_wnut16
+
+    return [r.text for r in load_wnut16()[:400]]
+
+
+_WNUT_TEXTS = _wnut_texts()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_roundtrip_property_wnut(tok, data):
+    """Same property on WNUT-16 tweets (@handles, #tags, URLs, emoji, odd casing)."""
+    text, spans = data.draw(_word_aligned_spans(_WNUT_TEXTS, tok, 512))
+    _assert_roundtrip(tok, text, spans, 512)
+
+
+def test_wnut_gold_entities_roundtrip(tok):
+    """Every WNUT-16 gold entity (whitespace-token aligned) survives encode -> decode."""
+    from falconer_assets.metamodel.sources import WNUT_QUESTIONS, load_wnut16
+
+    n = 0
+    for rec in load_wnut16()[:300]:
+        for key, question in WNUT_QUESTIONS.items():
+            gold = list(rec.spans[key])
+            if gold:
+                enc = encode_span(tok, rec.text, question, gold, 512)
+                assert decode_spans(rec.text, enc, one_hot(enc)) == gold, (rec.id, key)
+                n += 1
+    assert n > 100
+
+
+def test_roundtrip_with_mpnet_tokenizer():
+    """The codec is tokenizer-agnostic: MPNet's tokenizer round-trips too (when installed)."""
+    from falconer_assets.core import base_models
+
+    try:
+        base_models._mpnet_zip_parts()
+    except ImportError:
+        pytest.skip("all-mpnet-base-v2 part packages not installed")
+    mp = transformers.AutoTokenizer.from_pretrained(base_models.mpnet_path())
+    for text in (_WNUT_TEXTS[:50] + _DEBIAN_TEXTS[:50]):
+        words = word_spans(encode_span(mp, text, "What is mentioned?", None, 512))
+        spans = [Span.of(text, s, e) for i, (s, e) in enumerate(words) if i % 3 == 0]
+        _assert_roundtrip(mp, text, spans, 512)
