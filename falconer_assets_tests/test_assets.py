@@ -23,8 +23,10 @@ FAST_RUN_CONFIG = {"ops": {"debian_packages__corpus_sample": {"config": {
 def _defs(data_dir, plan_source=GAME_PLAN, epochs=6):
     llm = ScriptedLLM(corpus_path=str(data_dir / "corpora" / "debian_packages.jsonl"),
                       plan_source=plan_source, cache_path=str(data_dir / "llm_cache.duckdb"))
-    proxy = ProxyResource(base_model="minilm", epochs=epochs,
-                          checkpoint_dir=str(data_dir / "checkpoints"))
+    # plain MiniLM with the pre-metamodel recipe: these tests check the pipeline, and this
+    # recipe learns the tiny scripted task in few epochs (FINE_TUNE_RECIPE is for the metamodel)
+    proxy = ProxyResource(base_model="minilm", epochs=epochs, lr=3e-4, head_lr=3e-3, tag_weight=5.0,
+                          dev_fraction=0.0, checkpoint_dir=str(data_dir / "checkpoints"))
     return build_definitions(data_dir, llm=llm, proxy=proxy)
 
 
