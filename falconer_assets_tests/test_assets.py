@@ -20,14 +20,17 @@ FAST_RUN_CONFIG = {"ops": {"debian_packages__corpus_sample": {"config": {
     "fraction": 1.0, "min_docs": 10, "max_docs": 100, "heldout_fraction": 0.25, "seed": 0}}}}
 
 
+def _proxy(data_dir, epochs=6, **kw) -> ProxyResource:
+    # plain MiniLM with the pre-metamodel recipe: these tests check the pipeline, and this
+    # recipe learns the tiny scripted task in few epochs (FINE_TUNE_RECIPE is for the metamodel)
+    return ProxyResource(base_model="minilm", epochs=epochs, lr=3e-4, head_lr=3e-3, tag_weight=5.0,
+                         dev_fraction=0.0, checkpoint_dir=str(data_dir / "checkpoints"), **kw)
+
+
 def _defs(data_dir, plan_source=GAME_PLAN, epochs=6):
     llm = ScriptedLLM(corpus_path=str(data_dir / "corpora" / "debian_packages.jsonl"),
                       plan_source=plan_source, cache_path=str(data_dir / "llm_cache.duckdb"))
-    # plain MiniLM with the pre-metamodel recipe: these tests check the pipeline, and this
-    # recipe learns the tiny scripted task in few epochs (FINE_TUNE_RECIPE is for the metamodel)
-    proxy = ProxyResource(base_model="minilm", epochs=epochs, lr=3e-4, head_lr=3e-3, tag_weight=5.0,
-                          dev_fraction=0.0, checkpoint_dir=str(data_dir / "checkpoints"))
-    return build_definitions(data_dir, llm=llm, proxy=proxy)
+    return build_definitions(data_dir, llm=llm, proxy=_proxy(data_dir, epochs))
 
 
 def _materialize(defs, instance, selection=None):
@@ -149,3 +152,38 @@ def test_invalid_user_plan_fails_naming_the_file(small_data_dir, instance):
     failure = [e for e in result.all_events if e.is_step_failure][0]
     message = failure.step_failure_data.error.message
     assert f"{TASK}.plan.py" in message and "import" in message.lower()
+
+
+def test_continual_integration_from_another_task(tmp_path):
+    """init_from_task: task B's proxy starts from task A's checkpoint; A's held-out score is
+    recorded before and after B's fine-tuning (paper 5.2)."""
+    from falconer_assets_tests.conftest import make_small_data_dir
+
+    data_dir = make_small_data_dir(tmp_path)
+    text = (data_dir / "tasks" / f"{TASK}.yaml").read_text()
+    (data_dir / "tasks" / "game_genres_again.yaml").write_text(text.replace(f"name: {TASK}", "name: game_genres_again"))
+    defs = _defs(data_dir, epochs=3)
+    with dg.instance_for_test() as inst:
+        assert _materialize(defs, inst).success
+        a_dir = data_dir / "checkpoints" / TASK
+        b_key = dg.AssetKey(["game_genres_again", "proxy_checkpoint"])
+        continual = dg.Definitions(assets=defs.assets, resources={
+            **defs.resources, "proxy": _proxy(data_dir, epochs=1, init_from_task=TASK)})
+        result = dg.materialize(list(continual.assets), selection=[b_key], instance=inst,
+                                resources=continual.resources, raise_on_error=False)
+        assert result.success
+        meta = inst.get_latest_materialization_event(b_key).asset_materialization.metadata
+        assert meta["continual_from"].value == TASK
+        assert meta["base_model"].value == str(a_dir)
+        before, after = meta["continual_earlier_score_before"].value, meta["continual_earlier_score_after"].value
+        assert 0.0 <= after <= 1.0 and before > 0.0  # A's own checkpoint scores on A's held-out slice
+        assert "before" in meta["continual_earlier_heldout"].value
+
+        # naming a task without a checkpoint fails clearly, before any training
+        bad = dg.Definitions(assets=defs.assets, resources={
+            **defs.resources, "proxy": _proxy(data_dir, init_from_task="no_such_task")})
+        failed = dg.materialize(list(bad.assets), selection=[b_key], instance=inst,
+                                resources=bad.resources, raise_on_error=False)
+        assert not failed.success
+        errors = [e.event_specific_data.error.message for e in failed.all_events if e.is_step_failure]
+        assert any("no checkpoint" in m for m in errors)

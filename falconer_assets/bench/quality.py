@@ -37,7 +37,7 @@ from falconer_assets.core.proxy import TrainConfig, TrainExample
 SIZES = (64, 256, 512, 2048)
 """Training sizes of the full benchmark (paper 4.1: "from 64 to 2048 samples")."""
 
-BASES = ("minilm", "mpnet", "metamodel")
+BASES = ("minilm", "metamodel", "mpnet")
 """Base encoders compared (names of :func:`falconer_assets.core.base_models.resolve_base_model`)."""
 
 DATASETS = ("wnut16", "debian", "spam")
