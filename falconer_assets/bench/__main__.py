@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--datasets", default=None, help="comma list, e.g. wnut16,debian")
     q.add_argument("--bases", default=None, help="comma list of minilm,mpnet,metamodel")
     q.add_argument("--sizes", default=None, help="comma list, 0 = zero-shot")
+    q.add_argument("--example-budget", type=int, default=None,
+                   help="examples seen per fine-tuning run (default: the plan's; see train_config)")
     q.add_argument("--report", action="store_true",
                    help="only re-render the table and plots from the points already computed")
     args = parser.parse_args(argv)
@@ -45,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = dataclasses.replace(plan, bases=tuple(args.bases.split(",")))
     if args.sizes:
         plan = dataclasses.replace(plan, sizes=tuple(int(s) for s in args.sizes.split(",")))
+    if args.example_budget:
+        plan = dataclasses.replace(plan, example_budget=args.example_budget)
     out = Path(args.out or ("data/bench_quick" if args.quick else "docs/bench"))
     t0 = time.perf_counter()
     rows = qb.run(plan, out / "quality.json", log=lambda m: print(m, flush=True), train=not args.report)

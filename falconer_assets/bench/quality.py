@@ -123,25 +123,33 @@ def training_examples(ds: Dataset, n: int, seed: int = 0, absent_per_record: int
     return out
 
 
+def base_recipe(base: str) -> TrainConfig:
+    """The fine-tuning recipe of a base: ``FINE_TUNE_RECIPE`` for the NTE-pretrained metamodel,
+    ``FRESH_HEAD_RECIPE`` for a plain encoder (MPNet with encoder lr 1e-4, MODELS.md)."""
+    from falconer_assets.core.proxy import FINE_TUNE_RECIPE, FRESH_HEAD_RECIPE
+
+    if base == "metamodel":
+        return FINE_TUNE_RECIPE
+    if base == "mpnet":
+        return dataclasses.replace(FRESH_HEAD_RECIPE, lr=1e-4)
+    return FRESH_HEAD_RECIPE
+
+
 def train_config(n_examples: int, base: str, seed: int = 0, max_length: int = 128,
-                 example_budget: int = 1280) -> TrainConfig:
+                 example_budget: int = 640) -> TrainConfig:
     """The fine-tuning recipe for a training set of ``n_examples`` (docs/proxy.md).
 
-    :data:`~falconer_assets.core.proxy.FINE_TUNE_RECIPE` (batch 8, encoder lr 1e-4, head lr
-    1e-3, tag weight 3, 15% dev split, patience 3, best epoch restored) under a compute
-    cap: at most ``max(example_budget, min(n_examples, 2 * example_budget))`` examples are
-    seen, i.e. up to 10 epochs for small sets and at least part of one pass for large ones.
-    MPNet gets head lr 3e-3 (MODELS.md: with a lower head lr it predicts all O).
+    :func:`base_recipe` (batch 8, 15% dev split, patience 3, best epoch restored) under a
+    compute cap: at most ``max(example_budget, min(n_examples, 2 * example_budget))``
+    examples are seen, i.e. up to 10 epochs for small sets and at least part of one pass
+    for large ones.
     """
-    from falconer_assets.core.proxy import FINE_TUNE_RECIPE
-
+    recipe = base_recipe(base)
     seen = max(example_budget, min(n_examples, 2 * example_budget))
-    bs = FINE_TUNE_RECIPE.batch_size
-    epochs = max(1, min(FINE_TUNE_RECIPE.epochs, math.ceil(seen / max(n_examples, 1))))
+    epochs = max(1, min(recipe.epochs, math.ceil(seen / max(n_examples, 1))))
     return dataclasses.replace(
-        FINE_TUNE_RECIPE, epochs=epochs, max_length=max_length, seed=seed,
-        head_lr=3e-3 if base == "mpnet" else FINE_TUNE_RECIPE.head_lr,
-        max_steps=math.ceil(seen / bs),
+        recipe, epochs=epochs, max_length=max_length, seed=seed,
+        max_steps=math.ceil(seen / recipe.batch_size),
     )
 
 
@@ -231,7 +239,9 @@ def _point_key(plan: BenchPlan, base: str, dataset: str, n: int) -> str:
     recipe = QUICK_RECIPE if plan.metamodel_recipe == "quick" else DEFAULT_RECIPE
     ident = recipe.key() if base == "metamodel" else base
     cap = plan.span_test_cap if dataset == "wnut16" else plan.test_cap
-    return f"{dataset}|{base}|{ident}|n={n}|budget={plan.example_budget}|test={cap}|seed={plan.seed}"
+    r = base_recipe(base)
+    tag = "" if base == "metamodel" else f"|recipe={r.lr:g}/{r.head_lr:g}/{r.tag_weight:g}"
+    return f"{dataset}|{base}|{ident}|n={n}|budget={plan.example_budget}|test={cap}|seed={plan.seed}{tag}"
 
 
 def run(plan: BenchPlan, results_path: Path, log: Callable[[str], None] = print,

@@ -158,8 +158,15 @@ FINE_TUNE_RECIPE = TrainConfig(
     epochs=10, lr=1e-4, head_lr=1e-3, batch_size=8, max_length=256, seed=0,
     tag_weight=3.0, dev_fraction=0.15, min_dev=8, patience=3,
 )
-"""The task fine-tuning recipe (``ProxyResource`` defaults and ``bench quality``); the
-measurements behind it are in docs/proxy.md."""
+"""The task fine-tuning recipe for an NTE-pretrained base (the metamodel, Cuckoo): the
+``ProxyResource`` defaults and ``bench quality``'s metamodel curve; evidence in docs/proxy.md."""
+
+FRESH_HEAD_RECIPE = TrainConfig(
+    epochs=10, lr=3e-4, head_lr=3e-3, batch_size=8, max_length=256, seed=0,
+    tag_weight=5.0, dev_fraction=0.15, min_dev=8, patience=3,
+)
+"""The recipe for a plain encoder with a freshly initialised head (MiniLM, MPNet): a higher
+head lr and tag weight, or it predicts all O / all No (issue 2 measurements, MODELS.md)."""
 
 
 def _classifier_linear(model) -> torch.nn.Linear:
