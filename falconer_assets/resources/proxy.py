@@ -23,7 +23,10 @@ class ProxyResource(dg.ConfigurableResource):
             see :class:`~falconer_assets.core.proxy.TrainConfig`; defaults are
             :data:`~falconer_assets.core.proxy.FINE_TUNE_RECIPE`, chosen from the measurements
             in docs/proxy.md (15% of the training annotations become the dev split for early
-            stopping; the held-out annotations stay untouched for ``eval``).
+            stopping; the held-out annotations stay untouched for ``eval``). They suit an
+            NTE-pretrained base; for a plain encoder (``minilm``, ``mpnet``) use
+            :data:`~falconer_assets.core.proxy.FRESH_HEAD_RECIPE` (lr 3e-4, head_lr 3e-3,
+            tag_weight 5), or its fresh head learns all O / all No.
         init_from_task: continual integration (paper 5.2): start from another task's
             fine-tuned checkpoint instead of the base model; ``""`` = from the base.
         inference_batch_size: texts per forward pass when mining.
