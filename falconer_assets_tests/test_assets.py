@@ -162,7 +162,7 @@ def test_continual_integration_from_another_task(tmp_path):
     data_dir = make_small_data_dir(tmp_path)
     text = (data_dir / "tasks" / f"{TASK}.yaml").read_text()
     (data_dir / "tasks" / "game_genres_again.yaml").write_text(text.replace(f"name: {TASK}", "name: game_genres_again"))
-    defs = _defs(data_dir, epochs=3)
+    defs = _defs(data_dir)
     with dg.instance_for_test() as inst:
         assert _materialize(defs, inst).success
         a_dir = data_dir / "checkpoints" / TASK
