@@ -349,8 +349,9 @@ def plot(rows: Sequence[dict], plan: BenchPlan, path: Path, dataset: str | None 
                       "spam": "SpamAssassin spam F1"}.get(dname, dname), fontsize=10)
         ax.set_xlabel("training samples")
         ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8, loc="upper left")
     axes[0][0].set_ylabel("F1 (test split)")
-    axes[0][-1].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
