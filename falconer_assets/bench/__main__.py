@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"# Proxy quality benchmark{' (quick)' if args.quick else ''}\n\n"
         f"Command: `python -m falconer_assets.bench quality{' --quick' if args.quick else ''}`. "
-        f"F1 on each source's test split ({plan.test_cap or 'all'} records at most); "
+        f"F1 on each source's test split (at most {plan.span_test_cap or 'all'} WNUT-16 tweets x 10 "
+        f"questions, {plan.test_cap or 'all'} records of the others); "
         f"0 = zero-shot. At most max({plan.example_budget}, min(n, {2 * plan.example_budget})) "
         f"examples seen per fine-tuning run. "
         f"Compute in the points below: {train_min:.1f} min (this invocation: {minutes:.1f} min, "
