@@ -438,7 +438,7 @@ def test_ensure_spamassassin_uses_cache_and_reports_npm_problems(tmp_path: Path,
 
 @pytest.mark.slow
 def test_spamassassin_real_npm_package() -> None:
-    cached = (sources._cache_dir() / "npm" / sources._SPAM_SUBDIR).is_dir()
+    cached = (sources.cache_dir_root() / "npm" / sources._SPAM_SUBDIR).is_dir()
     if not cached and shutil.which("npm") is None:
         pytest.skip("npm is not installed")
     recs = load_spamassassin()

