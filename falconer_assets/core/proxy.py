@@ -434,10 +434,7 @@ class NTEProxy:
         parts = []
         if spans:
             texts, gold, pred = [], [], []
-            by_q: dict[str, list[TrainExample]] = {}
-            for e in spans:
-                by_q.setdefault(e.instruction, []).append(e)
-            for q, items in by_q.items():
+            for q, items in _by_instruction(spans).items():
                 texts += [e.text for e in items]
                 gold += [e.spans for e in items]
                 pred += self.get_span([e.text for e in items], q, batch_size)
@@ -445,10 +442,7 @@ class NTEProxy:
             parts.append(out["span_f1"])
         if labels:
             gold_l, pred_l = [], []
-            by_q = {}
-            for e in labels:
-                by_q.setdefault(e.instruction, []).append(e)
-            for q, items in by_q.items():
+            for q, items in _by_instruction(labels).items():
                 gold_l += [bool(e.label) for e in items]
                 pred_l += self.get_label([e.text for e in items], q, batch_size)
             out["label_f1"] = label_prf(gold_l, pred_l)["f1"]
@@ -521,6 +515,14 @@ class NTEProxy:
         self.tokenizer.save_pretrained(path)
         meta = {"format": 1, "tags": list(nte.TAGS), "max_length": self.max_length}
         (path / PROXY_META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _by_instruction(examples: list[TrainExample]) -> dict[str, list[TrainExample]]:
+    """Examples grouped by instruction, groups and members in first-seen order."""
+    groups: dict[str, list[TrainExample]] = {}
+    for e in examples:
+        groups.setdefault(e.instruction, []).append(e)
+    return groups
 
 
 def split_dev(
