@@ -99,3 +99,13 @@ def test_bench_quick(tmp_path):
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
     assert again.returncode == 0 and json.loads((out / "quality.json").read_text()) == rows
+
+
+def test_eval_metadata_shows_the_committed_learning_curve():
+    from falconer_assets.assets.evaluation import BENCH_DIR, _learning_curve
+
+    meta = _learning_curve("debian_packages")  # docs/bench is committed
+    assert meta["learning_curve_plot"].value == str(BENCH_DIR / "quality_debian.png")
+    table = meta["learning_curve"].value
+    assert "| debian | F1 game | metamodel |" in table and "| wnut16 |" not in table
+    assert _learning_curve("unbenchmarked_corpus") == {}

@@ -1,6 +1,7 @@
 """Stage 5, eval (paper 4.2): proxy vs annotator on the held-out slice, and proxy vs LLM speed."""
 
 
+import dataclasses
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -129,16 +130,19 @@ def _learning_curve(corpus: str) -> dict:
 
     The benchmark dataset is the corpus name's first ``_`` word (``debian_packages`` ->
     ``debian``); returns ``{}`` when the benchmark has no such panel yet. Metadata: the PNG
-    path and the table rows of that dataset (markdown).
+    path and that dataset's rows of the benchmark table (from ``quality.json``).
     """
+    from falconer_assets.bench import quality as qb
+
     dataset = corpus.split("_")[0]
-    png, md = BENCH_DIR / f"quality_{dataset}.png", BENCH_DIR / "quality.md"
-    if not png.is_file() or not md.is_file():
+    png, results = BENCH_DIR / f"quality_{dataset}.png", BENCH_DIR / "quality.json"
+    if not png.is_file() or not results.is_file():
         return {}
-    lines = md.read_text().splitlines()
-    head = [i for i, line in enumerate(lines) if line.startswith("| dataset |")]
-    rows = [line for line in lines if line.startswith(f"| {dataset} |")]
-    table = "\n".join(lines[head[0]:head[0] + 2] + rows) if head else ""
+    plan = dataclasses.replace(qb.FULL, datasets=(dataset,))
+    rows = qb.run(plan, results, log=lambda m: None, train=False)
+    if not rows:
+        return {}
+    table = qb.markdown_table(rows, plan)
     return {
         "learning_curve_plot": dg.MetadataValue.path(str(png)),
         "learning_curve": dg.MetadataValue.md(
