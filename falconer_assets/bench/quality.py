@@ -358,8 +358,3 @@ def plot(rows: Sequence[dict], plan: BenchPlan, path: Path, dataset: str | None 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def plan_as_dict(plan: BenchPlan) -> dict:
-    """``dataclasses.asdict(plan)`` (for the report header)."""
-    return dataclasses.asdict(plan)

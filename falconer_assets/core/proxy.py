@@ -8,8 +8,10 @@ next-tokens-extraction format (github.com/KomeijiForce/Cuckoo, ``run_ner.py``).
 Training is a plain PyTorch loop in the style of the Hugging Face token-classification
 example (``run_ner_no_trainer.py``): ``DataCollatorForTokenClassification`` padding, AdamW
 with no decay on biases/LayerNorm, ``get_linear_schedule_with_warmup``, gradient clipping.
-Any Hugging Face hub id or local directory goes through the same ``from_pretrained`` path:
-the offline default is all-MiniLM-L6-v2 (:func:`default_base_model`); with network access
+Any Hugging Face hub id or local directory goes through the same ``from_pretrained`` path
+(names such as ``metamodel``, ``minilm``, ``mpnet`` are resolved by
+:mod:`falconer_assets.core.base_models`): the offline default is our NTE-pretrained
+metamodel built from all-MiniLM-L6-v2 (:func:`default_base_model`); with network access
 :data:`CUCKOO_MODEL_ID` (RoBERTa-large, already NTE-pretrained) is the paper's choice.
 """
 
