@@ -1,11 +1,14 @@
-"""``falconer`` command: run the main job on a persistent Dagster instance and print the results.
+"""``falconer`` command: bring every task up to date on a persistent Dagster instance, print results.
 
-    falconer run              # materialize every asset of every task (the main job)
-    falconer run --task T     # only task T's chain (and its corpus sample)
+    falconer run              # sync tasks/corpus files, then run whatever is missing or stale
+    falconer run --force T    # also re-materialize task T's chain (plan..eval and its mining)
     falconer report           # print rows mined per task and the eval table from the warehouse
 
-The Dagster instance lives in ``$DAGSTER_HOME`` (default ``<data_dir>/.dagster_home``), so the
-runs show up in ``dagster dev`` started with the same ``DAGSTER_HOME``.
+``falconer run`` does in one process what ``dagster dev`` does with its sensors and automation
+sensor (:func:`falconer_assets.orchestrate.bring_up_to_date`): a second run with nothing edited
+executes nothing; after an instruction edit only that task's stale chain runs. The Dagster
+instance lives in ``$DAGSTER_HOME`` (default ``<data_dir>/.dagster_home``), so the runs show up
+in ``dagster dev`` started with the same ``DAGSTER_HOME``.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ def report(data_dir: Path, out=sys.stdout) -> None:
     con = duckdb.connect(str(db), read_only=True)
     print(f"\nResults in {db.resolve()} (tables: mined, mining_rejects, annotations, eval_metrics, throughput, plans)", file=out)
     print("\nRows mined per task:", file=out)
-    print(con.sql("SELECT task, count(*) AS rows, count(DISTINCT doc_id) AS docs FROM mined GROUP BY task ORDER BY task"), file=out)
+    print(con.sql("SELECT task, count(*) AS rows, count(DISTINCT doc_id) AS docs, count(DISTINCT file) AS files "
+                  "FROM mined GROUP BY task ORDER BY task"), file=out)
     print("Rejected input records per task:", file=out)
     print(con.sql("SELECT task, count(*) AS rejected FROM mining_rejects GROUP BY task ORDER BY task"), file=out)
     print("Eval: proxy vs annotator on held-out samples:", file=out)
@@ -74,28 +78,35 @@ def ensure_proxy_base() -> None:
         build_metamodel(log=lambda m: print(m, flush=True))
 
 
-def run(data_dir: Path, task: str | None = None) -> bool:
-    """Materialize the main job (or one task's chain); returns ``True`` on success."""
+def run(data_dir: Path, force: list[str] | None = None) -> bool:
+    """Bring every task up to date (see module docstring); returns ``True`` when every run succeeded.
+
+    Args:
+        force: task names whose chain (plan, annotations, proxy_checkpoint, eval, and mining of
+            every file) is re-materialized even if fresh; caches still apply (LLM calls,
+            sub-task annotations, an unchanged proxy checkpoint).
+    """
     os.environ["FALCONER_DATA_DIR"] = str(data_dir)
     import dagster as dg
 
-    from falconer_assets.definitions import MAIN_JOB, build_definitions
+    from falconer_assets.definitions import TASK_CHAIN, build_definitions
+    from falconer_assets.orchestrate import bring_up_to_date, execute
+    from falconer_assets.partitions import CORPUS_FILES, task_file_key
 
     ensure_proxy_base()
     instance = _instance(data_dir)
     defs = build_definitions(data_dir)
     t0 = time.perf_counter()
-    if task:
-        selection = dg.AssetSelection.key_prefixes([task]).upstream()
-        job = dg.define_asset_job(f"falconer_{task}", selection=selection)
-        defs = dg.Definitions.merge(defs, dg.Definitions(jobs=[job]))
-        job_def = defs.resolve_job_def(f"falconer_{task}")
-    else:
-        job_def = defs.resolve_job_def(MAIN_JOB)
-    result = job_def.execute_in_process(instance=instance, raise_on_error=False)
-    print(f"\nrun {result.run_id} {'succeeded' if result.success else 'FAILED'} in {time.perf_counter() - t0:.0f} s "
+    runs = bring_up_to_date(defs, instance, data_dir, Path(os.environ["DAGSTER_HOME"]) / "falconer_automation_cursor")
+    for name in force or []:
+        keys = sorted(TASK_CHAIN.resolve(defs.resolve_asset_graph()), key=lambda k: k.to_user_string())
+        runs.append(execute(defs, instance, keys, name, "force"))
+        for f in instance.get_dynamic_partitions(CORPUS_FILES.name):
+            runs.append(execute(defs, instance, [dg.AssetKey("mined")], str(task_file_key(name, f)), "force"))
+    ok = all(r.success for r in runs)
+    print(f"\n{len(runs)} run(s), {'all succeeded' if ok else 'SOME FAILED'}, in {time.perf_counter() - t0:.0f} s "
           f"(Dagster instance: {os.environ['DAGSTER_HOME']})")
-    return result.success
+    return ok
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,13 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="falconer", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("FALCONER_DATA_DIR", "data")))
     sub = parser.add_subparsers(dest="cmd", required=True)
-    p_run = sub.add_parser("run", help="materialize the main job and print the report")
-    p_run.add_argument("--task", help="only this task's chain")
+    p_run = sub.add_parser("run", help="run whatever is missing or stale, then print the report")
+    p_run.add_argument("--force", action="append", metavar="TASK", help="re-materialize this task's chain too")
     sub.add_parser("report", help="print the results already in the warehouse")
     args = parser.parse_args(argv)
     ok = True
     if args.cmd == "run":
-        ok = run(args.data_dir, args.task)
+        ok = run(args.data_dir, args.force)
     report(args.data_dir)
     return 0 if ok else 1
 

@@ -1,10 +1,13 @@
-"""Dagster definitions: one asset chain per task file, one sample asset per corpus.
+"""Dagster definitions: tasks and corpus files as dynamic partitions, kept fresh by automation.
 
-Lineage (per task ``T`` over corpus ``C``)::
+Lineage (``[t]``: partition of task ``t``; ``[t, f]``: task ``t`` x corpus file ``f``)::
 
-    T/plan ──┐
-             ├─> T/annotations ─> T/proxy_checkpoint ─┬─> T/mined
-    C/corpus_sample ┘                                 └─> T/eval
+    task_spec[t] -> plan[t] -+-> annotations[t] -> proxy_checkpoint[t] -+-> mined[t, f] <- corpus_files[f]
+    <corpus>/corpus_sample --+                                          +-> eval[t]
+
+``task_spec`` and ``corpus_files`` are reported by sensors (see :mod:`falconer_assets.sensors`);
+every asset reports a content-hash data version and re-runs only when a parent's data version
+changes (:mod:`falconer_assets.automation`). See docs/lineage.md.
 
 Environment (read when the code location loads):
     FALCONER_DATA_DIR       data folder with ``tasks/`` and ``corpora/`` (default ``data``)
@@ -28,11 +31,15 @@ from falconer_assets.assets.generator import build_annotations_asset, build_corp
 from falconer_assets.assets.mining import build_mined_asset
 from falconer_assets.assets.planner import build_plan_asset
 from falconer_assets.assets.proxy import build_proxy_checkpoint_asset
-from falconer_assets.core.tasks import load_tasks
+from falconer_assets.assets.sources import corpus_files, task_spec
+from falconer_assets.core.corpus import corpus_names
+from falconer_assets.partitions import TASKS
 from falconer_assets.resources.llm import LLMResource
 from falconer_assets.resources.proxy import ProxyResource
+from falconer_assets.sensors import MINE_JOB, build_sensors
 
-MAIN_JOB = "falconer_main"
+TASK_CHAIN_JOB = "falconer_task_chain"
+TASK_CHAIN = dg.AssetSelection.assets("plan", "annotations", "proxy_checkpoint", "eval")
 
 
 def default_llm() -> LLMResource:
@@ -51,30 +58,31 @@ def build_definitions(
     llm: dg.ConfigurableResource | None = None,
     proxy: ProxyResource | None = None,
 ) -> dg.Definitions:
-    """Build the Falconer code location for the tasks in ``<data_dir>/tasks``.
+    """Build the Falconer code location over ``data_dir``.
 
     Args:
-        data_dir: folder with ``tasks/*.yaml`` and ``corpora/*.jsonl``; the warehouse
+        data_dir: folder with ``tasks/*.yaml`` and ``corpora/<corpus>/*.jsonl``; the warehouse
             ``falconer.duckdb``, LLM cache, checkpoints and IO-manager storage go there too.
+            Tasks and corpus files are read at run time (dynamic partitions); only the list of
+            corpora (one ``<corpus>/corpus_sample`` asset each) is read here.
         llm: LLM resource (default: :func:`default_llm`).
-        proxy: proxy resource (default: offline MiniLM, checkpoints under ``<data_dir>/checkpoints``).
-
-    Raises:
-        falconer_assets.core.tasks.TaskError: a task file is malformed (names the file).
+        proxy: proxy resource (default: the metamodel base, checkpoints under ``<data_dir>/checkpoints``).
     """
     data_dir = Path(data_dir)
-    tasks = load_tasks(data_dir / "tasks")
-    assets: list[dg.AssetsDefinition] = []
-    for corpus in sorted({t.corpus for t in tasks}):
-        assets.append(build_corpus_sample_asset(corpus, data_dir))
-    for task in tasks:
-        assets += [
-            build_plan_asset(task),
-            build_annotations_asset(task, data_dir),
-            build_proxy_checkpoint_asset(task, data_dir),
-            build_mined_asset(task, data_dir),
-            build_eval_asset(task, data_dir),
-        ]
+    corpora = corpus_names(data_dir / "corpora")
+    assets = [
+        *(build_corpus_sample_asset(c, data_dir) for c in corpora),
+        build_plan_asset(data_dir),
+        build_annotations_asset(data_dir, corpora),
+        build_proxy_checkpoint_asset(data_dir),
+        build_mined_asset(data_dir),
+        build_eval_asset(data_dir),
+    ]
+    mine_job = dg.define_asset_job(MINE_JOB, selection=dg.AssetSelection.assets("mined"),
+                                   description="mine one (task, corpus file) partition with the task's current proxy")
+    chain_job = dg.define_asset_job(TASK_CHAIN_JOB, selection=TASK_CHAIN, partitions_def=TASKS,
+                                    description="one task: plan -> annotations -> proxy_checkpoint -> eval")
+    sensors, schedules = build_sensors(data_dir, mine_job)
     if proxy is None:
         proxy = ProxyResource(
             base_model=os.environ.get("FALCONER_PROXY_BASE", ""),
@@ -85,9 +93,10 @@ def build_definitions(
         if not llm.base_url and llm.cache_path == "data/llm_cache.duckdb":
             llm = llm.model_copy(update={"cache_path": str(data_dir / "llm_cache.duckdb")})
     return dg.Definitions(
-        assets=assets,
-        jobs=[dg.define_asset_job(MAIN_JOB, selection=dg.AssetSelection.all(),
-                                  description="instruction -> plan -> sample -> annotations -> proxy -> mined -> eval, all tasks")],
+        assets=[task_spec, corpus_files, *assets],
+        jobs=[chain_job, mine_job],
+        sensors=sensors,
+        schedules=schedules,
         resources={
             "llm": llm,
             "proxy": proxy,

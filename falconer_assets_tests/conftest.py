@@ -24,7 +24,7 @@ from falconer_assets.core.llm_client import ChatResult  # noqa: E402
 from falconer_assets.resources.llm import LLMResource  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO / "data" / "corpora" / "debian_packages.jsonl"
+CORPUS = REPO / "data" / "corpora" / "debian_packages" / "debian_packages.jsonl"
 GENRES = ("puzzle", "strategy", "arcade", "racing", "shooter", "platform", "adventure", "simulation", "roguelike")
 GAME_Q = "Is this package a game?"
 GENRE_Q = "What is the genre of the game?"
@@ -83,11 +83,11 @@ def small_data_dir(tmp_path: Path) -> Path:
 def make_small_data_dir(tmp_path: Path) -> Path:
     """Write the :func:`small_data_dir` layout under ``tmp_path`` and return it."""
     (tmp_path / "tasks").mkdir()
-    (tmp_path / "corpora").mkdir()
+    (tmp_path / "corpora" / "debian_packages").mkdir(parents=True)
     shutil.copy(REPO / "data" / "tasks" / "debian_game_genres.yaml", tmp_path / "tasks")
     recs = debian_records(20, 20)
     lines = [json.dumps(r) for r in recs] + BAD_LINES + [json.dumps(recs[0])]  # last: duplicate id
-    (tmp_path / "corpora" / "debian_packages.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (tmp_path / "corpora" / "debian_packages" / "debian_packages.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return tmp_path
 
 

@@ -28,7 +28,7 @@ def _proxy(data_dir, epochs=6, **kw) -> ProxyResource:
 
 
 def _defs(data_dir, plan_source=GAME_PLAN, epochs=6):
-    llm = ScriptedLLM(corpus_path=str(data_dir / "corpora" / "debian_packages.jsonl"),
+    llm = ScriptedLLM(corpus_path=str(data_dir / "corpora" / "debian_packages" / "debian_packages.jsonl"),
                       plan_source=plan_source, cache_path=str(data_dir / "llm_cache.duckdb"))
     return build_definitions(data_dir, llm=llm, proxy=_proxy(data_dir, epochs))
 
@@ -76,7 +76,7 @@ def test_whole_graph_materializes(materialized):
 
     con = duckdb.connect(str(small_data_dir / "falconer.duckdb"), read_only=True)
     corpus = {json.loads(l)["id"]: json.loads(l)["text"]
-              for l in (small_data_dir / "corpora" / "debian_packages.jsonl").read_text().splitlines()
+              for l in (small_data_dir / "corpora" / "debian_packages" / "debian_packages.jsonl").read_text().splitlines()
               if l.startswith('{"id": "debian')}
     # every sampled doc is annotated for both sub-tasks
     n_sample = con.execute("SELECT count(*) FROM corpus_sample").fetchone()[0]

@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "build_debian_corpus.py"
-CORPUS = ROOT / "data" / "corpora" / "debian_packages.jsonl"
+CORPUS = ROOT / "data" / "corpora" / "debian_packages" / "debian_packages.jsonl"
 
 
 def _load_builder():

@@ -29,11 +29,11 @@ RUN_CONFIG = {"ops": {"debian_packages__corpus_sample": {"config": {
 @pytest.fixture
 def data_dir(tmp_path):
     (tmp_path / "tasks").mkdir()
-    (tmp_path / "corpora").mkdir()
+    (tmp_path / "corpora" / "debian_packages").mkdir(parents=True)
     repo_tasks = Path(__file__).resolve().parents[1] / "data" / "tasks"
     (tmp_path / "tasks" / f"{TASK}.yaml").write_text((repo_tasks / f"{TASK}.yaml").read_text())
     lines = [json.dumps(r) for r in debian_records(15, 15, seed=1)]
-    (tmp_path / "corpora" / "debian_packages.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "corpora" / "debian_packages" / "debian_packages.jsonl").write_text("\n".join(lines) + "\n")
     return tmp_path
 
 
@@ -62,7 +62,7 @@ def test_whole_graph_with_real_local_llm(data_dir):
         assert ann_meta["llm_tokens"].value > 0
 
         con = duckdb.connect(str(data_dir / "falconer.duckdb"), read_only=True)
-        texts = {r["id"]: r["text"] for r in map(json.loads, (data_dir / "corpora" / "debian_packages.jsonl").open())}
+        texts = {r["id"]: r["text"] for r in map(json.loads, (data_dir / "corpora" / "debian_packages" / "debian_packages.jsonl").open())}
         # annotations: every span is an exact slice of its document
         for doc_id, spans in con.execute("SELECT doc_id, spans FROM annotations WHERE kind = 'span'").fetchall():
             for s in json.loads(spans):

@@ -213,7 +213,7 @@ def heuristic_runs(tmp_path_factory):
     """corpus_sample (10 of 40 docs) + plan + annotations with the heuristic, then annotations
     without it, then with it again: ``(data_dir, rows_on, rows_off, rows_on_again, metadata_on)``."""
     data_dir = make_small_data_dir(tmp_path_factory.mktemp("label_heuristic"))
-    llm = ScriptedLLM(corpus_path=str(data_dir / "corpora" / "debian_packages.jsonl"),
+    llm = ScriptedLLM(corpus_path=str(data_dir / "corpora" / "debian_packages" / "debian_packages.jsonl"),
                       cache_path=str(data_dir / "llm_cache.duckdb"))
     defs = build_definitions(data_dir, llm=llm, proxy=_proxy(data_dir))
     db = str(data_dir / "falconer.duckdb")
@@ -282,7 +282,7 @@ def test_heuristic_off_reproduces_the_random_sample_only_and_is_deterministic(he
 
 def test_bad_heuristic_config_fails_the_asset_naming_the_field(tmp_path):
     data_dir = make_small_data_dir(tmp_path)
-    llm = ScriptedLLM(corpus_path=str(data_dir / "corpora" / "debian_packages.jsonl"),
+    llm = ScriptedLLM(corpus_path=str(data_dir / "corpora" / "debian_packages" / "debian_packages.jsonl"),
                       cache_path=str(data_dir / "llm_cache.duckdb"))
     defs = build_definitions(data_dir, llm=llm, proxy=_proxy(data_dir))
     with dg.instance_for_test() as instance:

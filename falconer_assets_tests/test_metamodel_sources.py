@@ -36,7 +36,7 @@ from falconer_assets.metamodel.sources import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-BUNDLED = ROOT / "data" / "corpora" / "debian_packages.jsonl"
+BUNDLED = ROOT / "data" / "corpora" / "debian_packages" / "debian_packages.jsonl"
 
 
 @pytest.fixture(scope="module")

@@ -47,7 +47,7 @@ Usage
     python scripts/build_debian_corpus.py --full --out /tmp/all.jsonl
     # a benchmark set disjoint from the bundled corpus, texts cut at 4000 chars:
     python scripts/build_debian_corpus.py --n 4000 --seed 29 --max-chars 4000 \
-        --exclude data/corpora/debian_packages.jsonl --out data/bench/debian_labels.jsonl
+        --exclude data/corpora/debian_packages/debian_packages.jsonl --out data/bench/debian_labels.jsonl
     # offline / from saved files (plain text, not compressed):
     python scripts/build_debian_corpus.py --translations tr.txt --packages pk.txt
 """
@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description="Build a JSONL corpus of Debian package long descriptions."
     )
-    ap.add_argument("--out", type=Path, default=Path("data/corpora/debian_packages.jsonl"))
+    ap.add_argument("--out", type=Path, default=Path("data/corpora/debian_packages/debian_packages.jsonl"))
     ap.add_argument("--n", type=int, default=2000, help="sample size (default 2000)")
     ap.add_argument("--seed", type=int, default=13, help="sampling seed (default 13)")
     ap.add_argument("--full", action="store_true", help="write all records, no sampling")

@@ -6,22 +6,35 @@ from pathlib import Path
 
 import dagster as dg
 
-from falconer_assets.core.corpus import Document, Reject, read_corpus
+from falconer_assets.core.corpus import Document, Reject, corpus_file_paths, read_corpus_files
 from falconer_assets.core.plan_sandbox import PlanValidationError, ValidatedPlan, validate_plan
 from falconer_assets.core.spans import Span
-
-
-def corpus_path(data_dir: Path, corpus: str) -> Path:
-    """``<data_dir>/corpora/<corpus>.jsonl``."""
-    return Path(data_dir) / "corpora" / f"{corpus}.jsonl"
+from falconer_assets.core.tasks import Task, TaskError, load_task
 
 
 def load_corpus(data_dir: Path, corpus: str) -> tuple[list[Document], list[Reject]]:
-    """Read a corpus; raises ``dg.Failure`` naming the path when the file is missing."""
-    path = corpus_path(data_dir, corpus)
+    """Read every file of a corpus (``<data_dir>/corpora/<corpus>/*.jsonl``, ids unique across files,
+    see :func:`~falconer_assets.core.corpus.read_corpus_files`); raises ``dg.Failure`` naming the
+    folder when it has no file."""
+    paths = corpus_file_paths(Path(data_dir) / "corpora", corpus)
+    if not paths:
+        raise dg.Failure(f"corpus {corpus!r} has no file: expected {Path(data_dir) / 'corpora' / corpus}/*.jsonl")
+    return read_corpus_files(paths)
+
+
+def task_for_partition(data_dir: Path, name: str) -> Task:
+    """The task of a ``tasks`` partition, read from ``<data_dir>/tasks/<name>.yaml`` at run time.
+
+    Raises:
+        dg.Failure: the file is gone or malformed (the message names the file and the problem).
+    """
+    path = Path(data_dir) / "tasks" / f"{name}.yaml"
     if not path.exists():
-        raise dg.Failure(f"corpus file {path} does not exist (task corpus {corpus!r})")
-    return read_corpus(path)
+        raise dg.Failure(f"task {name!r}: {path} does not exist (deleted? the task sensor removes its partition)")
+    try:
+        return load_task(path)
+    except TaskError as exc:
+        raise dg.Failure(f"task {name!r} cannot be loaded: {exc}") from exc
 
 
 def parse_plan(source: str, origin: str) -> ValidatedPlan:

@@ -9,13 +9,22 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from falconer_assets.assets.common import annotation_rows, load_corpus, md_table, parse_plan, spans_from_json
+from falconer_assets.assets.common import (
+    annotation_rows,
+    load_corpus,
+    md_table,
+    parse_plan,
+    spans_from_json,
+    task_for_partition,
+)
+from falconer_assets.automation import on_change
 from falconer_assets.core.evaluation import score_label_subtask, score_span_subtask
 from falconer_assets.core.llm_executor import LLMPrimitives
 from falconer_assets.core.plan_sandbox import run_plan
 from falconer_assets.core.proxy import NTEProxy
 from falconer_assets.core.store import replace_rows
-from falconer_assets.core.tasks import Task
+from falconer_assets.core.versions import rows_version
+from falconer_assets.partitions import TASKS
 from falconer_assets.resources.llm import LLMResource
 from falconer_assets.resources.proxy import ProxyResource
 
@@ -26,29 +35,32 @@ class EvalConfig(dg.Config):
     speed_docs: int = 20
 
 
-def build_eval_asset(task: Task, data_dir) -> dg.AssetsDefinition:
-    """The ``<task>/eval`` asset: per sub-task agreement metrics and a docs/s comparison.
+def build_eval_asset(data_dir) -> dg.AssetsDefinition:
+    """The ``eval`` asset (one partition per task): per sub-task agreement metrics and a docs/s comparison.
 
     Metrics (rows of ``eval_metrics``): label precision/recall/F1 for label sub-tasks; seqeval
     exact span P/R/F1 and word-level P/R/F1 for span sub-tasks, proxy against the annotator on
     the held-out split. Speed (rows of ``throughput``): the plan run by the proxy and by the LLM
     on the same ``speed_docs`` held-out documents; the LLM time is the sum of the original call
-    latencies (recorded in the LLM cache, so a cached re-run reports the real cost).
+    latencies (recorded in the LLM cache, so a cached re-run reports the real cost). Data version:
+    hash of the metric rows.
     """
-    key = dg.AssetKey([task.name, "eval"])
+    key = dg.AssetKey("eval")
 
     @dg.asset(
         key=key,
-        ins={"plan": dg.AssetIn(dg.AssetKey([task.name, "plan"])),
-             "proxy_checkpoint": dg.AssetIn(dg.AssetKey([task.name, "proxy_checkpoint"]))},
-        deps=[dg.AssetKey([task.name, "annotations"])],
+        partitions_def=TASKS,
+        ins={"plan": dg.AssetIn(dg.AssetKey("plan")), "proxy_checkpoint": dg.AssetIn(dg.AssetKey("proxy_checkpoint"))},
+        deps=[dg.AssetKey("annotations")],
+        automation_condition=on_change(),
         group_name="eval",
         kinds={"duckdb"},
         description="Proxy vs annotator F1 on held-out samples; proxy vs LLM docs/s",
     )
     def evaluation(context: dg.AssetExecutionContext, config: EvalConfig, plan: str, proxy_checkpoint: str,
              proxy: ProxyResource, llm: LLMResource, warehouse: DuckDBResource) -> dg.MaterializeResult:
-        validated = parse_plan(plan, f"{task.name}/plan")
+        task = task_for_partition(data_dir, context.partition_key)
+        validated = parse_plan(plan, f"plan[{task.name}]")
         docs = {d.id: d.text for d in load_corpus(data_dir, task.corpus)[0]}
         with warehouse.get_connection() as conn:
             rows = annotation_rows(conn, task.name, "heldout")
@@ -117,7 +129,8 @@ def build_eval_asset(task: Task, data_dir) -> dg.AssetsDefinition:
                             ("mean_word_f1", mean(word_f1))):
             if value is not None:
                 metadata[name] = value
-        return dg.MaterializeResult(metadata=metadata)
+        version = rows_version([(r["kind"], r["instruction"], r["metric"], round(r["value"], 6)) for r in metric_rows])
+        return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version))
 
     return evaluation
 

@@ -8,7 +8,8 @@ import time
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from falconer_assets.assets.common import load_corpus, md_table, parse_plan, spans_json
+from falconer_assets.assets.common import load_corpus, md_table, parse_plan, spans_json, task_for_partition
+from falconer_assets.automation import on_change, on_missing
 from falconer_assets.core.llm_executor import LLMPrimitives
 from falconer_assets.core.proxy import NTEProxy
 from falconer_assets.core.sampling import (
@@ -20,8 +21,9 @@ from falconer_assets.core.sampling import (
     sample_with_split,
     select_label_candidates,
 )
-from falconer_assets.core.store import replace_rows
-from falconer_assets.core.tasks import Task
+from falconer_assets.core.store import ensure_schema, replace_rows
+from falconer_assets.core.versions import annotation_set_version, digest
+from falconer_assets.partitions import TASKS
 from falconer_assets.resources.llm import LLMResource
 from falconer_assets.resources.proxy import ProxyResource
 
@@ -40,11 +42,13 @@ def build_corpus_sample_asset(corpus: str, data_dir) -> dg.AssetsDefinition:
     """The ``<corpus>/corpus_sample`` asset: sampled doc ids with a train/held-out split.
 
     Writes ``corpus_sample`` (corpus, doc_id, split) and ``corpus_rejects`` (bad input lines,
-    each with line number and reason). It does not depend on any instruction.
+    each with file, line number and reason). It does not depend on any instruction, and new
+    corpus files do not re-sample it (they are mined with the current proxy): it is only
+    materialized when missing, or by hand. Data version: hash of the sampled (id, split) set.
     """
     key = dg.AssetKey([corpus, "corpus_sample"])
 
-    @dg.asset(key=key, group_name="generator", kinds={"duckdb"},
+    @dg.asset(key=key, group_name="generator", kinds={"duckdb"}, automation_condition=on_missing(),
               description=f"Seeded sample of corpus {corpus!r} with a train/held-out split")
     def corpus_sample(context: dg.AssetExecutionContext, config: SampleConfig, warehouse: DuckDBResource):
         docs, rejects = load_corpus(data_dir, corpus)
@@ -65,7 +69,7 @@ def build_corpus_sample_asset(corpus: str, data_dir) -> dg.AssetsDefinition:
             "corpus_docs": len(docs), "corpus_rejects": len(rejects), "sampled": len(chosen),
             "train": len(chosen) - n_heldout, "heldout": n_heldout, "seed": config.seed,
             "fraction": config.fraction,
-        })
+        }, data_version=dg.DataVersion(digest(chosen)))
 
     return corpus_sample
 
@@ -100,31 +104,79 @@ def _yes_rate(labels: list[bool | None]) -> float | None:
     return round(sum(parsed) / len(parsed), 4) if parsed else None
 
 
-def build_annotations_asset(task: Task, data_dir) -> dg.AssetsDefinition:
-    """The ``<task>/annotations`` asset: the LLM's answers on the corpus sample, plus extra label docs.
+def subtask_cache_key(corpus: str, sample_version: str, kind: str, instruction: str, config: AnnotationsConfig,
+                      llm: LLMResource, scorer_base: str) -> str:
+    """Key of one sub-task's annotations in ``subtask_annotations``: everything its rows depend on.
 
-    Every sub-task is annotated on every sampled doc (``origin`` ``"sample"``, the sample's
-    split). With :attr:`AnnotationsConfig.label_heuristic` on, each label sub-task is also
-    annotated on extra docs picked by :func:`~falconer_assets.core.sampling.select_label_candidates`
-    (``origin`` = its reason, split ``"train"``). Span answers are aligned to character offsets;
-    answers not found in the text are dropped and counted. Writes the ``annotations`` table.
-    Blocking check ``nonempty`` fails when no annotation was produced.
+    That is the corpus, the sample (version of its (id, split) set), the sub-task, the LLM
+    (endpoint, model, temperature, max tokens) and, for a label sub-task with the Appendix B
+    heuristic on, the heuristic settings and the zero-shot scorer. A plan that asks a sub-task
+    already annotated under the same key reuses those rows without any LLM call.
     """
-    key = dg.AssetKey([task.name, "annotations"])
+    heuristic = None
+    if kind == "label" and config.label_heuristic and config.label_extra_ratio > 0:
+        heuristic = {**config.model_dump(), "scorer": scorer_base}
+    return digest("subtask", corpus, sample_version, kind, instruction,
+                  [llm.base_url, llm.model, llm.temperature, llm.max_tokens], heuristic)
+
+
+ROW_COLUMNS = ("kind", "instruction", "doc_id", "split", "label", "spans", "dropped", "parse_ok", "raw",
+               "latency_s", "tokens", "origin")
+
+
+def _summary_row(kind: str, instruction: str, rows: list[dict], reused: bool) -> list:
+    sample = [r for r in rows if r["origin"] == "sample"]
+    hits = sum(bool(r["label"]) for r in rows) if kind == "label" else sum(len(json.loads(r["spans"])) for r in rows)
+    dropped = sum(len(json.loads(r["dropped"] or "[]")) for r in rows)
+    return [kind, instruction, len(sample), len(rows) - len(sample), hits, dropped,
+            sum(not r["parse_ok"] for r in rows), "reused" if reused else "annotated"]
+
+
+def _heuristic_row(instruction: str, rows: list[dict], scored: dict | None) -> list:
+    def rate(group):
+        labels = [r["label"] if r["parse_ok"] else None for r in rows
+                  if (f"sample_{r['split']}" if r["origin"] == "sample" else r["origin"]) == group]
+        return _yes_rate(labels)
+
+    picks = [sum(r["origin"] == reason for r in rows) for reason in LABEL_REASONS]
+    return [instruction, scored["candidates_scored"] if scored else "cached", *picks,
+            *(rate(g) for g in ("sample_train", *LABEL_REASONS)), scored["scoring_seconds"] if scored else ""]
+
+
+def build_annotations_asset(data_dir, corpora: list[str]) -> dg.AssetsDefinition:
+    """The ``annotations`` asset (one partition per task): the LLM's answers for every plan sub-task.
+
+    Every unique sub-task ``(kind, instruction)`` of the plan is annotated on every sampled doc
+    (``origin`` ``"sample"``, the sample's split). With :attr:`AnnotationsConfig.label_heuristic`
+    on, each label sub-task is also annotated on extra docs picked by
+    :func:`~falconer_assets.core.sampling.select_label_candidates` (``origin`` = its reason,
+    split ``"train"``). Span answers are aligned to character offsets; answers not found in the
+    text are dropped and counted.
+
+    Sub-tasks are cached in ``subtask_annotations`` under :func:`subtask_cache_key`: a new plan
+    that reuses three of four sub-tasks pays the LLM for the fourth only. Writes the task's rows
+    of ``annotations``. Data version: :func:`~falconer_assets.core.versions.annotation_set_version`,
+    so an unchanged annotation set leaves ``proxy_checkpoint`` fresh. Blocking check
+    ``nonempty`` fails when no annotation was produced.
+    """
+    key = dg.AssetKey("annotations")
 
     @dg.asset(
         key=key,
-        ins={"plan": dg.AssetIn(dg.AssetKey([task.name, "plan"]))},
-        deps=[dg.AssetKey([task.corpus, "corpus_sample"])],
+        partitions_def=TASKS,
+        ins={"plan": dg.AssetIn(dg.AssetKey("plan"))},
+        deps=[dg.AssetKey([c, "corpus_sample"]) for c in corpora],
+        automation_condition=on_change(),
         group_name="generator",
         kinds={"duckdb"},
         description="LLM annotations of every plan sub-task on the corpus sample, plus score-guided "
-                    "extra training docs per label sub-task (paper Appendix B)",
+                    "extra training docs per label sub-task (paper Appendix B); cached per sub-task",
         check_specs=[dg.AssetCheckSpec("nonempty", asset=key, blocking=True)],
     )
     def annotations(context: dg.AssetExecutionContext, config: AnnotationsConfig, plan: str,
                     llm: LLMResource, proxy: ProxyResource, warehouse: DuckDBResource):
-        validated = parse_plan(plan, f"{task.name}/plan")
+        task = task_for_partition(data_dir, context.partition_key)
+        validated = parse_plan(plan, f"plan[{task.name}]")
         try:  # fail before any LLM call
             check_label_shares(config.random_share, config.positive_share)
             extra_budget(0, config.label_extra_ratio)
@@ -134,6 +186,7 @@ def build_annotations_asset(task: Task, data_dir) -> dg.AssetsDefinition:
             raise dg.Failure(f"bad annotations config: {exc}") from exc
         docs = {d.id: d for d in load_corpus(data_dir, task.corpus)[0]}
         with warehouse.get_connection() as conn:
+            ensure_schema(conn)
             sampled = conn.execute(
                 "SELECT doc_id, split FROM corpus_sample WHERE corpus = ? ORDER BY doc_id", [task.corpus]
             ).fetchall()
@@ -142,86 +195,78 @@ def build_annotations_asset(task: Task, data_dir) -> dg.AssetsDefinition:
             context.log.warning(f"{len(missing)} sampled ids are no longer in the corpus, e.g. {missing[:3]}")
         sample = [(i, s) for i, s in sampled if i in docs]
         if not sample:
-            raise dg.Failure(f"no sampled documents for corpus {task.corpus!r}: materialize corpus_sample first")
+            raise dg.Failure(f"no sampled documents for corpus {task.corpus!r}: materialize "
+                             f"{task.corpus}/corpus_sample first")
+        sample_version = digest(sample)
+        sub_tasks = list(dict.fromkeys((c.kind, c.instruction) for c in validated.calls))
+        scorer_base = proxy.base_model or "metamodel"
+        keys = {st: subtask_cache_key(task.corpus, sample_version, *st, config, llm, scorer_base) for st in sub_tasks}
+        with warehouse.get_connection() as conn:
+            cached: dict[str, list[dict]] = {}
+            for k in keys.values():
+                cur = conn.execute(f"SELECT {', '.join(ROW_COLUMNS)} FROM subtask_annotations WHERE cache_key = ? "
+                                   "ORDER BY origin, doc_id", [k])
+                found = [dict(zip(ROW_COLUMNS, r)) for r in cur.fetchall()]
+                if found:
+                    cached[k] = found
 
         # Appendix B: extra docs per label sub-task, from a pool outside the whole corpus sample.
-        label_calls = list(dict.fromkeys(c.instruction for c in validated.calls if c.kind == "label"))
         n_train = sum(s == "train" for _, s in sample)
-        budget = extra_budget(n_train, config.label_extra_ratio) if config.label_heuristic and label_calls else 0
-        pool = candidate_pool(docs, {i for i, _ in sampled}, config.candidate_pool, config.seed) if budget else []
-        extras: dict[str, list[tuple[str, str]]] = {}  # label instruction -> [(doc_id, reason)]
-        heuristic: dict[str, dict] = {}  # label instruction -> what the metadata reports
-        scorer = None
-        for instruction in label_calls if pool else []:
-            if scorer is None:  # one zero-shot model for every label sub-task
-                t_load = time.perf_counter()
-                scorer = NTEProxy.load(proxy.resolved_base_model(), device=proxy.resolved_device(), seed=proxy.seed)
-                context.log.info(f"label heuristic: loaded {proxy.resolved_base_model()} for zero-shot scoring "
-                                 f"in {time.perf_counter() - t_load:.1f} s")
-            t0 = time.perf_counter()
-            scores = scorer.get_label_scores([docs[i].text for i in pool], instruction,
-                                             batch_size=proxy.inference_batch_size)
-            picks = select_label_candidates(dict(zip(pool, scores)), budget, config.random_share,
-                                            config.positive_share, config.seed)
-            extras[instruction] = picks
-            heuristic[instruction] = {
-                "candidates_scored": len(pool), "scoring_seconds": round(time.perf_counter() - t0, 2),
-                "picks": {r: sum(reason == r for _, reason in picks) for r in LABEL_REASONS},
-            }
-
+        budget = extra_budget(n_train, config.label_extra_ratio) if config.label_heuristic else 0
+        todo = [st for st in sub_tasks if keys[st] not in cached]
+        pool = candidate_pool(docs, {i for i, _ in sampled}, config.candidate_pool, config.seed) \
+            if budget and any(kind == "label" for kind, _ in todo) else []
+        scorer, scored = None, {}
         llm_exec = LLMPrimitives(lambda messages: llm.chat(messages))
-        rows, summary = [], []
-        total = len(validated.calls) * len(sample) + sum(len(p) for p in extras.values())
+        total = sum(len(sample) + (budget if kind == "label" and pool else 0) for kind, _ in todo)
         t0 = time.perf_counter()
-        done_extra: set[str] = set()
-        for call in validated.calls:
-            todo = [(doc_id, split, "sample") for doc_id, split in sample]
-            if call.kind == "label" and call.instruction not in done_extra:
-                # a plan may ask the same question twice: its extra docs are annotated once
-                todo += [(doc_id, "train", reason) for doc_id, reason in extras.get(call.instruction, [])]
-                done_extra.add(call.instruction)
-            dropped = unparsed = positives = spans = 0
-            labels: dict[str, list[bool | None]] = {}  # LLM labels by where the doc came from
-            for doc_id, split, origin in todo:
-                a = llm_exec.annotate(call.kind, docs[doc_id].text, call.instruction)
+        fresh: dict[str, list[dict]] = {}
+        for kind, instruction in todo:
+            items = [(doc_id, split, "sample") for doc_id, split in sample]
+            if kind == "label" and pool:
+                if scorer is None:  # one zero-shot model for every label sub-task
+                    t_load = time.perf_counter()
+                    scorer = NTEProxy.load(proxy.resolved_base_model(), device=proxy.resolved_device(), seed=proxy.seed)
+                    context.log.info(f"label heuristic: loaded {proxy.resolved_base_model()} for zero-shot scoring "
+                                     f"in {time.perf_counter() - t_load:.1f} s")
+                t_score = time.perf_counter()
+                scores = scorer.get_label_scores([docs[i].text for i in pool], instruction,
+                                                 batch_size=proxy.inference_batch_size)
+                picks = select_label_candidates(dict(zip(pool, scores)), budget, config.random_share,
+                                                config.positive_share, config.seed)
+                scored[instruction] = {"candidates_scored": len(pool),
+                                       "scoring_seconds": round(time.perf_counter() - t_score, 2)}
+                items += [(doc_id, "train", reason) for doc_id, reason in picks]
+            rows = []
+            for doc_id, split, origin in items:
+                a = llm_exec.annotate(kind, docs[doc_id].text, instruction)
                 rows.append({
-                    "task": task.name, "kind": call.kind, "instruction": call.instruction, "doc_id": doc_id,
-                    "split": split, "label": a.label, "spans": spans_json(a.spans),
-                    "dropped": json.dumps(a.dropped, ensure_ascii=False), "parse_ok": a.parse_ok,
-                    "raw": a.raw, "latency_s": a.latency_s, "tokens": a.tokens, "origin": origin,
+                    "kind": kind, "instruction": instruction, "doc_id": doc_id, "split": split, "label": a.label,
+                    "spans": spans_json(a.spans), "dropped": json.dumps(a.dropped, ensure_ascii=False),
+                    "parse_ok": a.parse_ok, "raw": a.raw, "latency_s": a.latency_s, "tokens": a.tokens,
+                    "origin": origin,
                 })
-                dropped += len(a.dropped)
-                unparsed += not a.parse_ok
-                positives += bool(a.label)
-                spans += len(a.spans)
-                group = f"sample_{split}" if origin == "sample" else origin
-                labels.setdefault(group, []).append(a.label if a.parse_ok else None)
-                if len(rows) % 25 == 0:
-                    rate = len(rows) / (time.perf_counter() - t0)
-                    context.log.info(f"annotated {len(rows)}/{total} ({rate:.2f}/s, ETA {(total - len(rows)) / rate:.0f} s)")
-            n_extra = len(todo) - len(sample)
-            summary.append([call.kind, call.instruction, len(sample), n_extra,
-                            positives if call.kind == "label" else spans, dropped, unparsed])
-            if call.kind == "label" and call.instruction in heuristic and n_extra:
-                h = heuristic[call.instruction]
-                h["llm_yes_rate"] = {g: _yes_rate(labels.get(g, [])) for g in ("sample_train", *LABEL_REASONS)}
-                rates = h["llm_yes_rate"]
-                context.log.info(
-                    f"label heuristic {call.instruction!r}: scored {h['candidates_scored']} candidates in "
-                    f"{h['scoring_seconds']} s, picked {h['picks']}; LLM yes rate: random sample train "
-                    f"{rates['sample_train']}, extra random {rates['random']}, likely positives "
-                    f"{rates['likely_positive']}, likely negatives {rates['likely_negative']}")
-        if config.label_heuristic and not extras:
-            why = ("the plan has no label sub-task" if not label_calls
-                   else "the budget is 0" if not budget else "no corpus doc is outside the sample")
-            context.log.info(f"label heuristic: no extra docs ({why})")
+                done = len(llm_exec.annotations)
+                if done % 25 == 0:
+                    rate = done / (time.perf_counter() - t0)
+                    context.log.info(f"annotated {done}/{total} ({rate:.2f}/s, ETA {(total - done) / rate:.0f} s)")
+            k = keys[(kind, instruction)]
+            with warehouse.get_connection() as conn:  # cached as soon as done: a later failure keeps it
+                replace_rows(conn, "subtask_annotations", "cache_key", k,
+                             [{"cache_key": k, "corpus": task.corpus, **r} for r in rows])
+            fresh[k] = rows
+        if config.label_heuristic and not budget:
+            context.log.info("label heuristic: no extra docs (the budget is 0)")
+
+        task_rows = [{"task": task.name, **r} for st in sub_tasks for r in (cached.get(keys[st]) or fresh[keys[st]])]
         with warehouse.get_connection() as conn:
-            n = replace_rows(conn, "annotations", "task", task.name, rows)
-        cached = sum(a.cached for a in llm_exec.annotations)
-        heuristic_rows = [
-            [i, h["candidates_scored"], *(h["picks"][r] for r in LABEL_REASONS),
-             *(h.get("llm_yes_rate", {}).get(g) for g in ("sample_train", *LABEL_REASONS)), h["scoring_seconds"]]
-            for i, h in heuristic.items()]
+            n = replace_rows(conn, "annotations", "task", task.name, task_rows)
+        by_subtask = {st: cached.get(keys[st]) or fresh[keys[st]] for st in sub_tasks}
+        summary = [_summary_row(kind, ins, rows, keys[(kind, ins)] in cached) for (kind, ins), rows in by_subtask.items()]
+        heuristic_rows = [_heuristic_row(ins, rows, scored.get(ins)) for (kind, ins), rows in by_subtask.items()
+                          if kind == "label" and any(r["origin"] != "sample" for r in rows)]
+        cache_hits = sum(a.cached for a in llm_exec.annotations)
+        version = annotation_set_version(task_rows)
         yield dg.MaterializeResult(
             asset_key=key,
             metadata={
@@ -229,22 +274,26 @@ def build_annotations_asset(task: Task, data_dir) -> dg.AssetsDefinition:
                 "extra_label_annotations": sum(r[3] for r in summary),
                 "sub_tasks": dg.MetadataValue.md(md_table(
                     ["kind", "instruction", "sample docs", "extra docs", "yes labels / spans", "dropped answers",
-                     "unparseable"], summary)),
+                     "unparseable", "sub-task cache"], summary)),
+                "sub_tasks_reused": sum(r[7] == "reused" for r in summary),
+                "sub_tasks_annotated": sum(r[7] == "annotated" for r in summary),
                 "label_heuristic": dg.MetadataValue.json({
                     "enabled": config.label_heuristic, "budget_per_label_sub_task": budget,
                     "pool_size": len(pool), "label_extra_ratio": config.label_extra_ratio,
                     "random_share": config.random_share, "positive_share": config.positive_share,
-                    "seed": config.seed, "sub_tasks": heuristic}),
+                    "seed": config.seed}),
                 "label_heuristic_table": dg.MetadataValue.md(md_table(
                     ["instruction", "scored", "random picks", "likely pos. picks", "likely neg. picks",
                      "yes rate: sample train", "yes rate: random picks", "yes rate: likely pos.",
                      "yes rate: likely neg.", "scoring s"], heuristic_rows)),
                 "dropped_answers": sum(r[5] for r in summary),
                 "llm_calls": len(llm_exec.annotations),
-                "llm_cache_hits": cached,
+                "llm_cache_hits": cache_hits,
                 "llm_tokens": llm_exec.tokens,
                 "llm_seconds": round(llm_exec.llm_seconds, 2),
+                "annotation_set_version": version,
             },
+            data_version=dg.DataVersion(version),
         )
         yield dg.AssetCheckResult(check_name="nonempty", asset_key=key, passed=n > 0, metadata={"annotations": n})
 

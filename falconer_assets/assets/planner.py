@@ -7,33 +7,41 @@ from datetime import datetime, timezone
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from falconer_assets.assets.common import md_table, parse_plan
+from falconer_assets.assets.common import md_table, parse_plan, task_for_partition
+from falconer_assets.assets.sources import TASK_SPEC
+from falconer_assets.automation import on_change
 from falconer_assets.core.plan_sandbox import PlanValidationError
 from falconer_assets.core.planner import plan_with_retries
 from falconer_assets.core.store import replace_rows
-from falconer_assets.core.tasks import Task
+from falconer_assets.partitions import TASKS
 from falconer_assets.resources.llm import LLMResource
 
 PLANNER_MAX_TOKENS = 768
 
 
-def build_plan_asset(task: Task) -> dg.AssetsDefinition:
-    """The ``<task>/plan`` asset: the plan source (a ``str``) for ``task``.
+def build_plan_asset(data_dir) -> dg.AssetsDefinition:
+    """The ``plan`` asset (one partition per task): the plan source (a ``str``).
 
-    Uses ``data/tasks/<task>.plan.py`` when present (validated the same way), else asks the LLM
-    planner with up to 3 attempts, feeding validation errors back. Blocking check
-    ``has_primitive_calls`` fails when the plan makes no get_label/get_span call.
+    Reads ``<data_dir>/tasks/<task>.yaml`` at run time. Uses ``<task>.plan.py`` beside it when
+    present (validated the same way), else asks the LLM planner with up to 3 attempts, feeding
+    validation errors back. Data version: the hash of the normalized plan AST, so a comment or
+    whitespace edit changes nothing downstream. Blocking check ``has_primitive_calls`` fails
+    when the plan makes no get_label/get_span call.
     """
-    key = dg.AssetKey([task.name, "plan"])
+    key = dg.AssetKey("plan")
 
     @dg.asset(
         key=key,
+        partitions_def=TASKS,
+        deps=[TASK_SPEC],
+        automation_condition=on_change(),
         group_name="planner",
         kinds={"python"},
-        description=f"Plan for: {task.instruction}",
+        description="Plan (Python using get_label/get_span) written by the LLM planner for the task's instruction",
         check_specs=[dg.AssetCheckSpec("has_primitive_calls", asset=key, blocking=True)],
     )
     def plan(context: dg.AssetExecutionContext, llm: LLMResource, warehouse: DuckDBResource):
+        task = task_for_partition(data_dir, context.partition_key)
         override = task.plan_override_path
         if override.exists():
             validated = parse_plan(override.read_text(encoding="utf-8"), str(override))
@@ -61,6 +69,7 @@ def build_plan_asset(task: Task) -> dg.AssetsDefinition:
             validated.source,
             metadata={
                 "plan": dg.MetadataValue.md(f"```python\n{validated.source}\n```"),
+                "instruction": task.instruction,
                 "sub_tasks": dg.MetadataValue.md(md_table(["kind", "instruction"], [[c["kind"], c["instruction"]] for c in calls])),
                 "num_calls": len(calls),
                 "origin": origin,

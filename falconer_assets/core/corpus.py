@@ -93,3 +93,43 @@ def read_corpus(path: str | Path) -> tuple[list[Document], list[Reject]]:
             meta = {k: v for k, v in obj.items() if k not in ("id", "text")}
             docs.append(Document(rid, text, meta))
     return docs, rejects
+
+
+def corpus_file_paths(corpora_dir: str | Path, corpus: str) -> list[Path]:
+    """The files of ``corpus``: ``<corpora_dir>/<corpus>/*.jsonl``, sorted by name (``[]`` if none)."""
+    folder = Path(corpora_dir) / corpus
+    return sorted(p for p in folder.glob("*.jsonl") if p.is_file())
+
+
+def corpus_names(corpora_dir: str | Path) -> list[str]:
+    """Corpora under ``corpora_dir``: every sub-folder holding at least one ``*.jsonl`` file, sorted."""
+    root = Path(corpora_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.jsonl")))
+
+
+def read_corpus_files(paths: list[Path]) -> tuple[list[Document], list[Reject]]:
+    """Read several corpus files as one corpus (in the given order).
+
+    Each file is read with :func:`read_corpus`; a document whose id already came from an
+    earlier file is rejected as ``"duplicate id (first in <file>)"``, so the ids of the result
+    are unique and ``len(documents) + len(rejects)`` equals the non-blank lines of all files.
+
+    Raises:
+        FileNotFoundError: if a path does not exist.
+    """
+    docs: list[Document] = []
+    rejects: list[Reject] = []
+    first_file: dict[str, str] = {}
+    for path in paths:
+        file_docs, file_rejects = read_corpus(path)
+        rejects += file_rejects
+        for d in file_docs:
+            if d.id in first_file:
+                rejects.append(Reject(Path(path).name, 0, d.id, f"duplicate id (first in {first_file[d.id]})",
+                                      d.text[:500]))
+            else:
+                first_file[d.id] = Path(path).name
+                docs.append(d)
+    return docs, rejects

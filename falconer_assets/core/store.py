@@ -18,8 +18,16 @@ SCHEMA: dict[str, str] = {
         "spans VARCHAR, dropped VARCHAR, parse_ok BOOLEAN, raw VARCHAR, latency_s DOUBLE, tokens INTEGER, "
         "origin VARCHAR"
     ),
-    "mined": 'task VARCHAR, doc_id VARCHAR, field VARCHAR, value VARCHAR, "start" INTEGER, "end" INTEGER, score DOUBLE',
-    "mining_rejects": "task VARCHAR, doc_id VARCHAR, line_no INTEGER, reason VARCHAR",
+    "subtask_annotations": (
+        "cache_key VARCHAR, corpus VARCHAR, kind VARCHAR, instruction VARCHAR, doc_id VARCHAR, split VARCHAR, "
+        "label BOOLEAN, spans VARCHAR, dropped VARCHAR, parse_ok BOOLEAN, raw VARCHAR, latency_s DOUBLE, "
+        "tokens INTEGER, origin VARCHAR"
+    ),
+    "mined": (
+        'task VARCHAR, doc_id VARCHAR, field VARCHAR, value VARCHAR, "start" INTEGER, "end" INTEGER, score DOUBLE, '
+        "file VARCHAR"
+    ),
+    "mining_rejects": "task VARCHAR, doc_id VARCHAR, line_no INTEGER, reason VARCHAR, file VARCHAR",
     "eval_metrics": "task VARCHAR, kind VARCHAR, instruction VARCHAR, n INTEGER, metric VARCHAR, value DOUBLE",
     "throughput": "task VARCHAR, executor VARCHAR, docs INTEGER, seconds DOUBLE, docs_per_s DOUBLE, tokens INTEGER",
 }
@@ -62,11 +70,14 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
 
 
 def replace_rows(
-    conn: duckdb.DuckDBPyConnection, table: str, key_col: str, key: str, rows: list[dict]
+    conn: duckdb.DuckDBPyConnection, table: str, key_col: str | tuple[str, ...], key: str | tuple[str, ...],
+    rows: list[dict],
 ) -> int:
     """Atomically replace all rows of ``table`` where ``key_col = key`` with ``rows``.
 
     Args:
+        key_col, key: one column and value, or tuples of columns and values (all must match,
+            e.g. ``("task", "file")`` for one mining partition).
         rows: dicts whose keys are exactly the table's columns (missing columns are NULL).
 
     Returns:
@@ -81,7 +92,9 @@ def replace_rows(
     frame = pl.DataFrame([{c: r.get(c) for c in cols} for r in rows], schema=None) if rows else None
     conn.execute("BEGIN TRANSACTION")
     try:
-        conn.execute(f"DELETE FROM {table} WHERE {key_col} = ?", [key])
+        cols_, keys_ = (key_col, key) if isinstance(key_col, tuple) else ((key_col,), (key,))
+        where = " AND ".join(f'"{c}" = ?' for c in cols_)
+        conn.execute(f"DELETE FROM {table} WHERE {where}", list(keys_))
         if frame is not None:
             conn.register("_falconer_rows", frame.to_arrow())
             quoted = ", ".join(f'"{c}"' for c in cols)

@@ -5,7 +5,7 @@ A task file looks like::
     name: debian_game_genres
     kind: query-based            # basic | query-based | multi-entity (paper section 4.2)
     instruction: Retrieve packages that are games and extract their genre.
-    corpus: debian_packages      # -> data/corpora/debian_packages.jsonl
+    corpus: debian_packages      # -> every data/corpora/debian_packages/*.jsonl
     fields:
       - name: genre
         description: the genre of the game
@@ -45,7 +45,7 @@ class Task:
         name: identifier (lowercase, digits, ``_``), also the Dagster asset key prefix.
         kind: one of :data:`TASK_KINDS`.
         instruction: the user's plain-language instruction.
-        corpus: corpus name; documents live in ``<data_dir>/corpora/<corpus>.jsonl``.
+        corpus: corpus name; documents live in ``<data_dir>/corpora/<corpus>/*.jsonl``.
         fields: output fields the plan must fill.
         path: the YAML file it came from.
     """

@@ -1,0 +1,214 @@
+"""Keeping the dynamic partitions in step with ``data/``: what changed in the task and corpus folders.
+
+Used by the sensors (:mod:`falconer_assets.sensors`), which return the changes as a
+``SensorResult``, and by ``falconer run``, which applies them to the instance directly with
+:func:`apply`. Nothing here materializes an asset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+
+from falconer_assets.assets.sources import CORPUS_FILES_KEY, TASK_SPEC
+from falconer_assets.core.corpus import corpus_file_paths, corpus_names
+from falconer_assets.core.tasks import Task, TaskError, load_task
+from falconer_assets.core.versions import file_sha256, task_spec_version
+from falconer_assets.partitions import CORPUS_FILES, TASKS, file_key, split_file_key, task_file_key
+
+DATA_VERSION_TAG = "dagster/data_version"
+"""Tag carrying the data version of a reported materialization (Dagster's ``DATA_VERSION_TAG``)."""
+
+MINED = dg.AssetKey("mined")
+PROXY_CHECKPOINT = dg.AssetKey("proxy_checkpoint")
+
+
+@dataclass
+class Changes:
+    """What a sync found: partitions to add/delete, source materializations to report, runs to request,
+    and bad files (``{path: error}``) that were left out."""
+
+    add: dict[str, list[str]] = field(default_factory=dict)  # partitions def name -> keys
+    delete: dict[str, list[str]] = field(default_factory=dict)
+    events: list[dg.AssetMaterialization] = field(default_factory=list)
+    run_requests: list[dg.RunRequest] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def partition_requests(self) -> list:
+        """The add/delete requests for a ``SensorResult``."""
+        out: list = [dg.AddDynamicPartitionsRequest(n, keys) for n, keys in self.add.items() if keys]
+        out += [dg.DeleteDynamicPartitionsRequest(n, keys) for n, keys in self.delete.items() if keys]
+        return out
+
+    def summary(self) -> str:
+        """One line for sensor logs and skip reasons."""
+        parts = [f"+{len(k)} {n}" for n, k in self.add.items() if k]
+        parts += [f"-{len(k)} {n}" for n, k in self.delete.items() if k]
+        parts += [f"{len(self.events)} changed source file(s)"] if self.events else []
+        parts += [f"{len(self.run_requests)} run request(s)"] if self.run_requests else []
+        parts += [f"{len(self.errors)} bad file(s): " + "; ".join(f"{p}: {e}" for p, e in self.errors.items())] \
+            if self.errors else []
+        return ", ".join(parts) or "no change"
+
+
+def _reported(key: dg.AssetKey, partition: str, version: str, **metadata) -> dg.AssetMaterialization:
+    return dg.AssetMaterialization(asset_key=key, partition=partition, metadata=metadata,
+                                   tags={DATA_VERSION_TAG: version})
+
+
+def load_valid_tasks(tasks_dir: Path) -> tuple[dict[str, Task], dict[str, str]]:
+    """Every task file that parses: ``({name: Task}, {path: error})``; a bad file never hides the others."""
+    tasks, errors = {}, {}
+    for path in sorted(Path(tasks_dir).glob("*.yaml")):
+        try:
+            tasks[path.stem] = load_task(path)
+        except TaskError as exc:
+            errors[str(path)] = str(exc)
+    return tasks, errors
+
+
+def task_changes(data_dir: Path, known: set[str], reported: dict[str, str]) -> tuple[Changes, dict[str, str]]:
+    """Compare ``data/tasks`` with the ``tasks`` partitions (``known``) and the last reported versions.
+
+    Args:
+        known: current ``tasks`` partition keys.
+        reported: ``{task: task_spec version}`` reported before (the sensor cursor).
+
+    Returns:
+        ``(changes, new_reported)``: new tasks are added, tasks whose YAML is gone are deleted,
+        new or edited tasks get a ``task_spec`` materialization (data version
+        :func:`~falconer_assets.core.versions.task_spec_version`). A malformed task file is
+        left out (an existing partition keeps its last good version) and named in ``errors``.
+    """
+    tasks, errors = load_valid_tasks(Path(data_dir) / "tasks")
+    changes = Changes(errors=errors)
+    bad_stems = {Path(p).stem for p in errors}
+    changes.add[TASKS.name] = sorted(set(tasks) - known)
+    changes.delete[TASKS.name] = sorted(k for k in known - set(tasks) if k not in bad_stems)
+    new_reported = {k: v for k, v in reported.items() if k in tasks or k in bad_stems}
+    for name, task in sorted(tasks.items()):
+        version = task_spec_version(task.path)
+        if reported.get(name) != version or name not in known:
+            changes.events.append(_reported(TASK_SPEC, name, version, path=dg.MetadataValue.path(str(task.path)),
+                                            instruction=task.instruction, corpus=task.corpus))
+            new_reported[name] = version
+    return changes, new_reported
+
+
+def scan_corpus_files(data_dir: Path) -> dict[str, Path]:
+    """``{corpus file partition key: path}`` for every ``data/corpora/<corpus>/*.jsonl``."""
+    corpora = Path(data_dir) / "corpora"
+    return {file_key(c, p.name): p for c in corpus_names(corpora) for p in corpus_file_paths(corpora, c)}
+
+
+def _mining_requests(files: list[str], tasks: dict[str, Task], mined_tasks: set[str], trigger: str,
+                     only: set[tuple[str, str]] | None = None) -> list[dg.RunRequest]:
+    out = []
+    for key in files:
+        corpus, _ = split_file_key(key)
+        for name in sorted(tasks):
+            if tasks[name].corpus != corpus or name not in mined_tasks or (only is not None and (name, key) not in only):
+                continue
+            out.append(dg.RunRequest(
+                run_key=None, partition_key=task_file_key(name, key), asset_selection=[MINED],
+                tags={"falconer/trigger": trigger, "falconer/task": name, "falconer/file": key}))
+    return out
+
+
+def new_file_changes(data_dir: Path, instance: dg.DagsterInstance) -> Changes:
+    """New corpus files: register each as a ``corpus_files`` partition, report its content hash, and
+    request mining of that file only, once per task over its corpus that already has a proxy
+    (a task without one mines every file when its proxy is first trained). Files that are
+    gone have their partition deleted (their mined rows stay in the warehouse)."""
+    files = scan_corpus_files(data_dir)
+    known = set(instance.get_dynamic_partitions(CORPUS_FILES.name))
+    new = sorted(set(files) - known)
+    changes = Changes()
+    changes.add[CORPUS_FILES.name] = new
+    changes.delete[CORPUS_FILES.name] = sorted(known - set(files))
+    changes.events = [_reported(CORPUS_FILES_KEY, k, file_sha256(files[k]), path=dg.MetadataValue.path(str(files[k])))
+                      for k in new]
+    tasks, changes.errors = load_valid_tasks(Path(data_dir) / "tasks")
+    with_proxy = set(instance.get_materialized_partitions(PROXY_CHECKPOINT)) if new else set()
+    changes.run_requests = _mining_requests(new, tasks, with_proxy, "new_corpus_file")
+    return changes
+
+
+def mined_file_hash(instance: dg.DagsterInstance, task: str, key: str) -> str | None:
+    """The ``file_sha256`` recorded by the latest materialization of ``mined`` for (task, file), if any."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=MINED, asset_partitions=[str(task_file_key(task, key))]), limit=1).records
+    if not records:
+        return None
+    meta = records[0].asset_materialization.metadata
+    value = meta.get("file_sha256")
+    return getattr(value, "value", value)
+
+
+def changed_file_changes(data_dir: Path, instance: dg.DagsterInstance) -> Changes:
+    """Corpus files changed in place since they were mined: for every registered file and every task
+    over its corpus with a mined partition, compare the file's SHA-256 now with the one recorded
+    when that partition was mined; request re-mining where they differ, and report the new hash."""
+    files = scan_corpus_files(data_dir)
+    known = set(instance.get_dynamic_partitions(CORPUS_FILES.name))
+    tasks, errors = load_valid_tasks(Path(data_dir) / "tasks")
+    changes = Changes(errors=errors)
+    mined = {_task_and_file(k) for k in instance.get_materialized_partitions(MINED)}
+    stale: set[tuple[str, str]] = set()
+    changed_files = []
+    for key in sorted(set(files) & known):
+        corpus, _ = split_file_key(key)
+        sha = file_sha256(files[key])
+        pairs = {(t, key) for t in tasks if tasks[t].corpus == corpus and (t, key) in mined
+                 and mined_file_hash(instance, t, key) != sha}
+        if pairs:
+            stale |= pairs
+            changed_files.append(key)
+            changes.events.append(_reported(CORPUS_FILES_KEY, key, sha, path=dg.MetadataValue.path(str(files[key]))))
+    changes.run_requests = _mining_requests(changed_files, tasks, set(tasks), "corpus_file_changed", only=stale)
+    return changes
+
+
+def _task_and_file(key: str) -> tuple[str, str]:
+    """``(task, file)`` of a ``mined`` partition key string (values joined by ``|`` in dimension-name
+    order: file, then task)."""
+    file, task = str(key).split("|")
+    return task, file
+
+
+def apply(instance: dg.DagsterInstance, changes: Changes) -> None:
+    """Apply ``changes`` to ``instance`` the way the sensor daemon applies a ``SensorResult``
+    (partition adds/deletes, then the reported materializations); run requests are left to the caller."""
+    for name, keys in changes.add.items():
+        if keys:
+            instance.add_dynamic_partitions(name, keys)
+    for name, keys in changes.delete.items():
+        for k in keys:
+            instance.delete_dynamic_partition(name, k)
+    for event in changes.events:
+        instance.report_runless_asset_event(event)
+
+
+def reported_task_versions(instance: dg.DagsterInstance, names: set[str]) -> dict[str, str]:
+    """``{task: data version}`` of the latest ``task_spec`` materialization of each partition in ``names``.
+
+    The instance is the only state: the sensor and ``falconer run`` both read it, so a change
+    reported by one is not reported again by the other.
+    """
+    out = {}
+    for name in sorted(names):
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=TASK_SPEC, asset_partitions=[name]), limit=1).records
+        if records and records[0].asset_materialization.tags:
+            version = records[0].asset_materialization.tags.get(DATA_VERSION_TAG)
+            if version:
+                out[name] = version
+    return out
+
+
+def sync_tasks(data_dir: Path, instance: dg.DagsterInstance) -> Changes:
+    """:func:`task_changes` against the instance's partitions and reported versions."""
+    known = set(instance.get_dynamic_partitions(TASKS.name))
+    return task_changes(data_dir, known, reported_task_versions(instance, known))[0]
