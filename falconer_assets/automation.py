@@ -26,10 +26,14 @@ def deps_data_changed() -> dg.AutomationCondition:
 
 
 def _guarded(trigger: dg.AutomationCondition, label: str) -> dg.AutomationCondition:
+    """``trigger`` (remembered until handled), but not while a parent is missing, in progress, or
+    requested on this tick: after an instruction edit ``eval`` waits for the new proxy instead of
+    running once with the old one and again with the new one."""
     return (
         trigger.since_last_handled()
         & ~AC.any_deps_missing()
         & ~AC.any_deps_in_progress()
+        & ~AC.any_deps_match(AC.will_be_requested()).with_label("any_deps_requested")
         & ~AC.in_progress()
     ).with_label(label)
 
@@ -60,7 +64,7 @@ def on_change() -> dg.AutomationCondition:
 def on_model_change(ignore: dg.AssetSelection) -> dg.AutomationCondition:
     """For ``mined``: re-mine a (task, file) partition when the task's plan or proxy changes.
 
-    Parents in ``ignore`` (the ``corpus_files`` source) do not trigger it, and missing
+    Parents in ``ignore`` (the ``corpus_files`` source, ``annotations``) do not trigger it, and missing
     partitions (a new file) are not requested here: the corpus sensor and the re-mine
     schedule request those, so a new file makes exactly one run request per task.
     """

@@ -69,8 +69,10 @@ def build_mined_asset(data_dir) -> dg.AssetsDefinition:
         key=key,
         partitions_def=TASK_FILE_PARTITIONS,
         ins={"plan": _by_task("plan"), "proxy_checkpoint": _by_task("proxy_checkpoint")},
-        deps=[dg.AssetDep(CORPUS_FILES_KEY, partition_mapping=dg.MultiToSingleDimensionPartitionMapping("file"))],
-        automation_condition=on_model_change(ignore=dg.AssetSelection.assets(CORPUS_FILES_KEY)),
+        deps=[dg.AssetDep(CORPUS_FILES_KEY, partition_mapping=dg.MultiToSingleDimensionPartitionMapping("file")),
+              # lineage only (the proxy carries the annotations): lets mining wait while they re-run
+              dg.AssetDep("annotations", partition_mapping=dg.MultiToSingleDimensionPartitionMapping("task"))],
+        automation_condition=on_model_change(ignore=dg.AssetSelection.assets(CORPUS_FILES_KEY, "annotations")),
         group_name="mining",
         kinds={"duckdb"},
         description="Plan executed by the proxy over one corpus file (partition = task x file)",
