@@ -27,13 +27,15 @@ def deps_data_changed() -> dg.AutomationCondition:
 
 def _guarded(trigger: dg.AutomationCondition, label: str) -> dg.AutomationCondition:
     """``trigger`` (remembered until handled), but not while a parent is missing, in progress, or
-    requested on this tick: after an instruction edit ``eval`` waits for the new proxy instead of
-    running once with the old one and again with the new one."""
+    about to re-run (requested on this tick, or one of its own parents just changed): after an
+    instruction edit ``eval`` and ``mined`` wait for the new proxy instead of running once with
+    the old one and again with the new one. (``will_be_requested`` alone does not see a parent
+    with another partitions definition, e.g. ``annotations`` seen from ``mined``.)"""
     return (
         trigger.since_last_handled()
         & ~AC.any_deps_missing()
         & ~AC.any_deps_in_progress()
-        & ~AC.any_deps_match(AC.will_be_requested()).with_label("any_deps_requested")
+        & ~AC.any_deps_match(AC.will_be_requested() | deps_data_changed()).with_label("any_deps_about_to_rerun")
         & ~AC.in_progress()
     ).with_label(label)
 
