@@ -33,10 +33,9 @@ class RunSummary:
     trigger: str
 
 
-def _group(result) -> list[tuple[list[dg.AssetKey], str | None]]:
+def _group(result, keys) -> list[tuple[str | None, list[dg.AssetKey]]]:
     """Requested asset partitions -> runs: one per partition key, with every asset requested for it."""
     by_partition: dict[str | None, list[dg.AssetKey]] = defaultdict(list)
-    keys = set(result._requested_partitions_by_asset_key)  # noqa: SLF001 (the public getter needs the keys)
     for key in sorted(keys, key=lambda k: k.to_user_string()):
         for partition in result.get_requested_partitions(key):
             by_partition[str(partition) if partition is not None else None].append(key)
@@ -85,6 +84,7 @@ def bring_up_to_date(defs: dg.Definitions, instance: dg.DagsterInstance, data_di
     for req in file_sync.run_requests:
         runs.append(execute(defs, instance, [sync.MINED], str(req.partition_key), "new_corpus_file"))
         log(_describe(runs[-1]))
+    asset_keys = defs.resolve_asset_graph().get_all_asset_keys()
     cursor = load_cursor(cursor_path)
     # Dagster's first evaluation with an empty cursor only records state (it requests nothing)
     first_tick_is_initial = cursor is None
@@ -93,7 +93,7 @@ def bring_up_to_date(defs: dg.Definitions, instance: dg.DagsterInstance, data_di
         result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
         cursor = result.cursor
         cursor_path.write_text(serialize_value(cursor))
-        groups = [(keys, p) for keys, p in ((k, p) for p, k in _group(result))
+        groups = [(keys, p) for p, keys in _group(result, asset_keys)
                   if not any((key.to_user_string(), p) in failed for key in keys)]
         if not groups:
             if tick == 0 and first_tick_is_initial:

@@ -69,15 +69,15 @@ def load_valid_tasks(tasks_dir: Path) -> tuple[dict[str, Task], dict[str, str]]:
     return tasks, errors
 
 
-def task_changes(data_dir: Path, known: set[str], reported: dict[str, str]) -> tuple[Changes, dict[str, str]]:
+def task_changes(data_dir: Path, known: set[str], reported: dict[str, str]) -> Changes:
     """Compare ``data/tasks`` with the ``tasks`` partitions (``known``) and the last reported versions.
 
     Args:
         known: current ``tasks`` partition keys.
-        reported: ``{task: task_spec version}`` reported before (the sensor cursor).
+        reported: ``{task: task_spec version}`` reported before (:func:`reported_task_versions`).
 
     Returns:
-        ``(changes, new_reported)``: new tasks are added, tasks whose YAML is gone are deleted,
+        The changes: new tasks are added, tasks whose YAML is gone are deleted,
         new or edited tasks get a ``task_spec`` materialization (data version
         :func:`~falconer_assets.core.versions.task_spec_version`). A malformed task file is
         left out (an existing partition keeps its last good version) and named in ``errors``.
@@ -87,14 +87,12 @@ def task_changes(data_dir: Path, known: set[str], reported: dict[str, str]) -> t
     bad_stems = {Path(p).stem for p in errors}
     changes.add[TASKS.name] = sorted(set(tasks) - known)
     changes.delete[TASKS.name] = sorted(k for k in known - set(tasks) if k not in bad_stems)
-    new_reported = {k: v for k, v in reported.items() if k in tasks or k in bad_stems}
     for name, task in sorted(tasks.items()):
         version = task_spec_version(task.path)
         if reported.get(name) != version or name not in known:
             changes.events.append(_reported(TASK_SPEC, name, version, path=dg.MetadataValue.path(str(task.path)),
                                             instruction=task.instruction, corpus=task.corpus))
-            new_reported[name] = version
-    return changes, new_reported
+    return changes
 
 
 def scan_corpus_files(data_dir: Path) -> dict[str, Path]:
@@ -211,4 +209,4 @@ def reported_task_versions(instance: dg.DagsterInstance, names: set[str]) -> dic
 def sync_tasks(data_dir: Path, instance: dg.DagsterInstance) -> Changes:
     """:func:`task_changes` against the instance's partitions and reported versions."""
     known = set(instance.get_dynamic_partitions(TASKS.name))
-    return task_changes(data_dir, known, reported_task_versions(instance, known))[0]
+    return task_changes(data_dir, known, reported_task_versions(instance, known))
