@@ -122,3 +122,35 @@ class ScriptedLLM(LLMResource):
         text = self._answer(messages)
         return ChatResult(text=text, prompt_tokens=len(json.dumps(messages)) // 4,
                           completion_tokens=len(text) // 4, latency_s=0.5, cached=False)
+
+
+def register_partitions(instance, data_dir: Path) -> None:
+    """Register the ``tasks`` and ``corpus_files`` partitions of ``data_dir`` in ``instance`` (what the
+    sensors do), so partitioned assets can be materialized with ``dg.materialize(partition_key=...)``."""
+    from falconer_assets import sync
+
+    sync.apply(instance, sync.sync_tasks(data_dir, instance))
+    sync.apply(instance, sync.new_file_changes(data_dir, instance))
+
+
+def check_evaluations(instance, run_ids) -> dict[tuple[str, str], bool]:
+    """``{(asset key, check name): passed}`` of every asset check evaluated in the runs ``run_ids``."""
+    import dagster as dg
+
+    out = {}
+    for run_id in run_ids:
+        for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+            e = record.dagster_event.event_specific_data
+            out[(e.asset_key.to_user_string(), e.check_name)] = e.passed
+    return out
+
+
+def latest_metadata(instance, key, partition) -> dict:
+    """Metadata of the latest materialization of asset ``key`` (a string or AssetKey) for ``partition``."""
+    import dagster as dg
+
+    key = key if isinstance(key, dg.AssetKey) else dg.AssetKey(key)
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[str(partition)]), limit=1).records
+    assert records, f"{key.to_user_string()}[{partition}] was never materialized"
+    return records[0].asset_materialization.metadata

@@ -3,9 +3,11 @@
 The 1.5B, the embedded default, is used: the 0.5B wrote the same invalid plan (an int as a
 field value) on all three attempts despite the error feedback.
 
-Nothing is scripted: the LLM writes the plan and the annotations, the MiniLM proxy is fine-tuned
-on them, mines the corpus and is evaluated. A second materialization is served from the LLM
-cache without starting the model.
+Nothing is scripted: ``orchestrate.bring_up_to_date`` (what ``falconer run`` does) registers the
+task and corpus-file partitions and runs each missing partition: the LLM writes the plan and the
+annotations, the MiniLM proxy is fine-tuned on them, mines the corpus file and is evaluated. A
+second ``bring_up_to_date`` runs nothing; re-annotating with the sub-task cache emptied is served
+from the LLM cache without starting the model.
 """
 
 import json
@@ -16,14 +18,15 @@ import duckdb
 import pytest
 
 from falconer_assets.definitions import build_definitions
+from falconer_assets.orchestrate import bring_up_to_date
+from falconer_assets.partitions import task_file_key
 from falconer_assets.resources.llm import LLMResource
 from falconer_assets.resources.proxy import ProxyResource
-from falconer_assets_tests.conftest import debian_records
+from falconer_assets_tests.conftest import check_evaluations, debian_records, latest_metadata
 
 pytestmark = pytest.mark.slow
 TASK = "debian_game_genres"
-RUN_CONFIG = {"ops": {"debian_packages__corpus_sample": {"config": {
-    "fraction": 1.0, "min_docs": 10, "max_docs": 100, "heldout_fraction": 0.3, "seed": 0}}}}
+FILE = "debian_packages/debian_packages.jsonl"
 
 
 @pytest.fixture
@@ -37,31 +40,37 @@ def data_dir(tmp_path):
     return tmp_path
 
 
-def test_whole_graph_with_real_local_llm(data_dir):
+def test_whole_graph_with_real_local_llm(data_dir, tmp_path_factory):
     llm = LLMResource(model="qwen2.5-coder-1.5b", cache_path=str(data_dir / "llm_cache.duckdb"))
     # plain MiniLM (the metamodel is not built on a fresh CI machine) with the recipe that
     # learns it from ~20 docs (core.proxy.FRESH_HEAD_RECIPE, see test_assets._proxy)
     proxy = ProxyResource(base_model="minilm", lr=3e-4, head_lr=3e-3, tag_weight=5.0, epochs=6,
                           dev_fraction=0.0, checkpoint_dir=str(data_dir / "checkpoints"))
     defs = build_definitions(data_dir, llm=llm, proxy=proxy)
+    cursor = tmp_path_factory.mktemp("cursor") / "automation_cursor"
     with dg.instance_for_test() as instance:
-        result = dg.materialize(list(defs.assets), instance=instance, resources=defs.resources,
-                                run_config=RUN_CONFIG)
-        assert result.success
-        checks = {(e.asset_key.path[-1], e.check_name): e.passed for e in result.get_asset_check_evaluations()}
-        assert all(checks.values()), checks
+        # what `falconer run` does: sync the partitions, run every missing partition (default
+        # configs: the 30-doc corpus is sampled whole, a quarter held out)
+        runs = bring_up_to_date(defs, instance, data_dir, cursor)
+        assert runs and all(r.success for r in runs), runs
+        done = {(k, r.partition) for r in runs for k in r.asset_keys}
+        assert {("plan", TASK), ("annotations", TASK), ("proxy_checkpoint", TASK), ("eval", TASK),
+                ("mined", str(task_file_key(TASK, FILE)))} <= done
+        checks = check_evaluations(instance, [r.run_id for r in runs])
+        assert checks and all(checks.values()), checks
 
-        plan_meta = instance.get_latest_materialization_event(dg.AssetKey([TASK, "plan"])).asset_materialization.metadata
+        plan_meta = latest_metadata(instance, "plan", TASK)
         assert plan_meta["origin"].value == "llm"
         n_calls = plan_meta["num_calls"].value
         assert n_calls >= 1
 
-        ann_meta = instance.get_latest_materialization_event(
-            dg.AssetKey([TASK, "annotations"])).asset_materialization.metadata
-        assert ann_meta["annotations"].value == 30 * n_calls
+        con = duckdb.connect(str(data_dir / "falconer.duckdb"), read_only=True)
+        calls = json.loads(con.execute("SELECT calls FROM plans WHERE task = ?", [TASK]).fetchone()[0])
+        n_sub_tasks = len({(c["kind"], c["instruction"]) for c in calls})  # a repeated question is annotated once
+        ann_meta = latest_metadata(instance, "annotations", TASK)
+        assert ann_meta["annotations"].value == 30 * n_sub_tasks
         assert ann_meta["llm_tokens"].value > 0
 
-        con = duckdb.connect(str(data_dir / "falconer.duckdb"), read_only=True)
         texts = {r["id"]: r["text"] for r in map(json.loads, (data_dir / "corpora" / "debian_packages" / "debian_packages.jsonl").open())}
         # annotations: every span is an exact slice of its document
         for doc_id, spans in con.execute("SELECT doc_id, spans FROM annotations WHERE kind = 'span'").fetchall():
@@ -69,19 +78,28 @@ def test_whole_graph_with_real_local_llm(data_dir):
                 assert texts[doc_id][s["start"]:s["end"]] == s["text"]
         # the LLM found games among the 15 real games of the corpus
         assert con.execute("SELECT count(*) FROM annotations WHERE kind = 'label' AND label").fetchone()[0] >= 5
-        mined = con.execute('SELECT doc_id, value, "start", "end" FROM mined').fetchall()
-        for doc_id, value, start, end in mined:
+        mined = con.execute('SELECT doc_id, value, "start", "end", file FROM mined').fetchall()
+        for doc_id, value, start, end, file in mined:
+            assert file == FILE
             assert start is None or texts[doc_id][start:end] == value
+        assert latest_metadata(instance, "mined", task_file_key(TASK, FILE))["input_records"].value == 30
         metrics = con.execute("SELECT count(*) FROM eval_metrics WHERE task = ?", [TASK]).fetchone()[0]
         assert metrics > 0
         con.close()
 
-        # a second run of the LLM stages is served from the cache: the model is never started
+        # nothing edited: a second `falconer run` executes nothing
+        assert bring_up_to_date(defs, instance, data_dir, cursor) == []
+
+        # a re-run of the LLM stages with the sub-task cache emptied is served from the LLM cache:
+        # the model is never started
+        with duckdb.connect(str(data_dir / "falconer.duckdb")) as rw:
+            rw.execute("DELETE FROM subtask_annotations")
         again = LLMResource(model="qwen2.5-coder-1.5b", cache_path=str(data_dir / "llm_cache.duckdb"))
         defs2 = build_definitions(data_dir, llm=again, proxy=proxy)
-        result2 = dg.materialize(list(defs2.assets), selection=[dg.AssetKey([TASK, "plan"]), dg.AssetKey([TASK, "annotations"])],
-                                 instance=instance, resources=defs2.resources)
+        assets2 = [a for a in defs2.assets if isinstance(a, dg.AssetsDefinition) and a.is_executable]
+        result2 = dg.materialize(assets2, selection=[dg.AssetKey("plan"), dg.AssetKey("annotations")],
+                                 partition_key=TASK, instance=instance, resources=defs2.resources)
         assert result2.success
-        meta2 = instance.get_latest_materialization_event(
-            dg.AssetKey([TASK, "annotations"])).asset_materialization.metadata
-        assert meta2["llm_cache_hits"].value == meta2["llm_calls"].value == 30 * n_calls
+        meta2 = latest_metadata(instance, "annotations", TASK)
+        assert meta2["sub_tasks_annotated"].value == n_sub_tasks
+        assert meta2["llm_cache_hits"].value == meta2["llm_calls"].value == 30 * n_sub_tasks

@@ -22,7 +22,13 @@ from falconer_assets.core.sampling import (
 from falconer_assets.core.store import SCHEMA, ensure_schema, replace_rows
 from falconer_assets.definitions import build_definitions
 from falconer_assets.resources.proxy import ProxyResource
-from falconer_assets_tests.conftest import GAME_Q, ScriptedLLM, make_small_data_dir
+from falconer_assets_tests.conftest import (
+    GAME_Q,
+    ScriptedLLM,
+    latest_metadata,
+    make_small_data_dir,
+    register_partitions,
+)
 
 TASK = "debian_game_genres"
 
@@ -190,16 +196,23 @@ def test_ensure_schema_adds_origin_to_an_old_warehouse(tmp_path):
 # ----------------------------------------------------------------------------- the asset, materialized
 
 SAMPLE_CONFIG = {"fraction": 0.25, "min_docs": 10, "max_docs": 100, "heldout_fraction": 0.25, "seed": 0}
-SELECTION = [dg.AssetKey(["debian_packages", "corpus_sample"]), dg.AssetKey([TASK, "plan"]),
-             dg.AssetKey([TASK, "annotations"])]
+PLAN_AND_ANNOTATIONS = [dg.AssetKey("plan"), dg.AssetKey("annotations")]
 
 
-def _run(defs, instance, annotations_config=None, with_sample=True):
-    ops = {f"{TASK}__annotations": {"config": annotations_config or {}}}
+def _assets(defs):
+    return [a for a in defs.assets if isinstance(a, dg.AssetsDefinition) and a.is_executable]
+
+
+def _run(defs, instance, annotations_config=None, with_sample=True, raise_on_error=True):
+    """``debian_packages/corpus_sample`` (unpartitioned, its own run) when ``with_sample``, then
+    ``plan`` + ``annotations`` of the task's partition; returns the last run's result."""
     if with_sample:
-        ops["debian_packages__corpus_sample"] = {"config": SAMPLE_CONFIG}
-    return dg.materialize(list(defs.assets), selection=SELECTION if with_sample else SELECTION[2:],
-                          instance=instance, resources=defs.resources, run_config={"ops": ops})
+        assert dg.materialize(_assets(defs), selection=[dg.AssetKey(["debian_packages", "corpus_sample"])],
+                              instance=instance, resources=defs.resources,
+                              run_config={"ops": {"debian_packages__corpus_sample": {"config": SAMPLE_CONFIG}}}).success
+    return dg.materialize(_assets(defs), selection=PLAN_AND_ANNOTATIONS, partition_key=TASK, instance=instance,
+                          resources=defs.resources, raise_on_error=raise_on_error,
+                          run_config={"ops": {"annotations": {"config": annotations_config or {}}}})
 
 
 def _annotations(db):
@@ -208,31 +221,44 @@ def _annotations(db):
                            "WHERE task = ? ORDER BY kind, instruction, origin, doc_id", [TASK]).fetchall()
 
 
+def _heuristic_table(meta) -> dict[str, list[str]]:
+    """Rows of the ``label_heuristic_table`` markdown metadata, by instruction: ``[scored, random picks,
+    likely pos. picks, likely neg. picks, yes rate: sample train, random, likely pos., likely neg., scoring s]``."""
+    lines = meta["label_heuristic_table"].value.splitlines()
+    assert lines[0].startswith("| instruction | scored |"), lines[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    return {r[0]: r[1:] for r in rows}
+
+
 @pytest.fixture(scope="module")
 def heuristic_runs(tmp_path_factory):
     """corpus_sample (10 of 40 docs) + plan + annotations with the heuristic, then annotations
-    without it, then with it again: ``(data_dir, rows_on, rows_off, rows_on_again, metadata_on)``."""
+    without it, then with it again after emptying the sub-task cache:
+    ``(data_dir, rows_on, rows_off, rows_on_again, metadata_on, metadata_off, metadata_on_again)``."""
     data_dir = make_small_data_dir(tmp_path_factory.mktemp("label_heuristic"))
     llm = ScriptedLLM(corpus_path=str(data_dir / "corpora" / "debian_packages" / "debian_packages.jsonl"),
                       cache_path=str(data_dir / "llm_cache.duckdb"))
     defs = build_definitions(data_dir, llm=llm, proxy=_proxy(data_dir))
     db = str(data_dir / "falconer.duckdb")
     with dg.instance_for_test() as instance:
+        register_partitions(instance, data_dir)
         assert _run(defs, instance).success
-        meta = instance.get_latest_materialization_event(
-            dg.AssetKey([TASK, "annotations"])).asset_materialization.metadata
+        meta = latest_metadata(instance, "annotations", TASK)
         rows_on = _annotations(db)
         assert _run(defs, instance, {"label_heuristic": False}, with_sample=False).success
         rows_off = _annotations(db)
-        meta_off = instance.get_latest_materialization_event(
-            dg.AssetKey([TASK, "annotations"])).asset_materialization.metadata
+        meta_off = latest_metadata(instance, "annotations", TASK)
+        # empty the per-sub-task cache, so the heuristic really picks and annotates again
+        with duckdb.connect(db) as con:
+            con.execute("DELETE FROM subtask_annotations")
         assert _run(defs, instance, with_sample=False).success
         rows_again = _annotations(db)
-    yield data_dir, rows_on, rows_off, rows_again, meta, meta_off
+        meta_again = latest_metadata(instance, "annotations", TASK)
+    yield data_dir, rows_on, rows_off, rows_again, meta, meta_off, meta_again
 
 
 def test_extra_label_docs_are_train_only_and_outside_the_sample(heuristic_runs):
-    data_dir, rows_on, rows_off, rows_again, meta, _ = heuristic_runs
+    data_dir, rows_on, rows_off, rows_again, meta, _, _ = heuristic_runs
     with duckdb.connect(str(data_dir / "falconer.duckdb"), read_only=True) as con:
         sample = dict(con.execute("SELECT doc_id, split FROM corpus_sample").fetchall())
         train = annotation_rows(con, TASK, "train")
@@ -258,26 +284,37 @@ def test_extra_label_docs_are_train_only_and_outside_the_sample(heuristic_runs):
 
     h = meta["label_heuristic"].value
     assert h["enabled"] and h["budget_per_label_sub_task"] == n_train and h["pool_size"] == 30
-    sub = h["sub_tasks"][GAME_Q]
-    assert sub["candidates_scored"] == 30 and sub["scoring_seconds"] >= 0
-    assert sub["picks"] == {"random": 2, "likely_positive": 4, "likely_negative": 2}
-    assert set(sub["llm_yes_rate"]) == {"sample_train", "random", "likely_positive", "likely_negative"}
-    assert all(v is None or 0 <= v <= 1 for v in sub["llm_yes_rate"].values())
+    table = _heuristic_table(meta)
+    assert set(table) == {GAME_Q}  # one row per label sub-task with extra docs
+    scored, *picks_and_rates, scoring_s = table[GAME_Q]
+    picks, rates = picks_and_rates[:3], picks_and_rates[3:]
+    assert scored == "30" and float(scoring_s) >= 0
+    assert dict(zip(LABEL_REASONS, map(int, picks))) == {"random": 2, "likely_positive": 4, "likely_negative": 2}
+    assert len(rates) == 4  # sample train, random, likely positive, likely negative
+    assert all(v == "None" or 0 <= float(v) <= 1 for v in rates)
+    # the scripted LLM answers from gold: the yes rate of the training sample is its share of games
+    n_games_train = sum(1 for k, _, _, split, origin, label in rows_on
+                        if k == "label" and origin == "sample" and split == "train" and label)
+    assert float(rates[0]) == pytest.approx(n_games_train / n_train, abs=1e-4)
     assert meta["extra_label_annotations"].value == n_train
     assert meta["annotations"].value == len(rows_on)
-    assert GAME_Q in meta["label_heuristic_table"].value
-    print(json.dumps(h, indent=1))
+    assert meta["sub_tasks_annotated"].value == 2 and meta["sub_tasks_reused"].value == 0
+    print(json.dumps(h, indent=1), meta["label_heuristic_table"].value, sep="\n")
 
 
 def test_heuristic_off_reproduces_the_random_sample_only_and_is_deterministic(heuristic_runs):
-    _, rows_on, rows_off, rows_again, meta, meta_off = heuristic_runs
+    _, rows_on, rows_off, rows_again, meta, meta_off, meta_again = heuristic_runs
     n_sample = len({r[2] for r in rows_on if r[4] == "sample"})
     assert len(rows_off) == 2 * n_sample  # the row count before the heuristic existed
     assert {r[4] for r in rows_off} == {"sample"}
     assert rows_off == [r for r in rows_on if r[4] == "sample"]
     assert meta_off["extra_label_annotations"].value == 0
-    assert meta_off["label_heuristic"].value["sub_tasks"] == {}
-    assert rows_again == rows_on  # same seed, same picks and reasons
+    assert _heuristic_table(meta_off) == {}
+    # the span sub-task does not depend on the heuristic: its cached annotations are reused
+    assert meta_off["sub_tasks_reused"].value == 1 and meta_off["sub_tasks_annotated"].value == 1
+    # with the cache emptied, the heuristic scores and picks again: same seed, same picks and reasons
+    assert meta_again["sub_tasks_annotated"].value == 2 and meta_again["sub_tasks_reused"].value == 0
+    assert rows_again == rows_on
 
 
 def test_bad_heuristic_config_fails_the_asset_naming_the_field(tmp_path):
@@ -286,10 +323,9 @@ def test_bad_heuristic_config_fails_the_asset_naming_the_field(tmp_path):
                       cache_path=str(data_dir / "llm_cache.duckdb"))
     defs = build_definitions(data_dir, llm=llm, proxy=_proxy(data_dir))
     with dg.instance_for_test() as instance:
-        ops = {"debian_packages__corpus_sample": {"config": SAMPLE_CONFIG},
-               f"{TASK}__annotations": {"config": {"positive_share": 1.5}}}
-        result = dg.materialize(list(defs.assets), selection=SELECTION, instance=instance,
-                                resources=defs.resources, run_config={"ops": ops}, raise_on_error=False)
+        register_partitions(instance, data_dir)
+        result = _run(defs, instance, {"positive_share": 1.5}, raise_on_error=False)
     assert not result.success
     failure = [e for e in result.all_events if e.is_step_failure][0]
+    assert failure.step_key == "annotations"
     assert "positive_share" in failure.step_failure_data.error.message
