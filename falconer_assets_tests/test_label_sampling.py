@@ -299,6 +299,10 @@ def test_extra_label_docs_are_train_only_and_outside_the_sample(heuristic_runs):
     assert meta["extra_label_annotations"].value == n_train
     assert meta["annotations"].value == len(rows_on)
     assert meta["sub_tasks_annotated"].value == 2 and meta["sub_tasks_reused"].value == 0
+    # the same numbers, machine-readable
+    assert h["sub_tasks"][GAME_Q]["picks"] == {"random": 2, "likely_positive": 4, "likely_negative": 2}
+    assert h["sub_tasks"][GAME_Q]["candidates_scored"] == 30
+    assert h["sub_tasks"][GAME_Q]["llm_yes_rate"]["sample_train"] == pytest.approx(n_games_train / n_train, abs=1e-4)
     print(json.dumps(h, indent=1), meta["label_heuristic_table"].value, sep="\n")
 
 

@@ -265,6 +265,11 @@ def build_annotations_asset(data_dir, corpora: list[str]) -> dg.AssetsDefinition
         summary = [_summary_row(kind, ins, rows, keys[(kind, ins)] in cached) for (kind, ins), rows in by_subtask.items()]
         heuristic_rows = [_heuristic_row(ins, rows, scored.get(ins)) for (kind, ins), rows in by_subtask.items()
                           if kind == "label" and any(r["origin"] != "sample" for r in rows)]
+        heuristic_json = {
+            row[0]: {"candidates_scored": row[1], "scoring_seconds": row[-1] if row[-1] != "" else None,
+                     "picks": dict(zip(LABEL_REASONS, row[2:5])),
+                     "llm_yes_rate": dict(zip(("sample_train", *LABEL_REASONS), row[5:9]))}
+            for row in heuristic_rows}
         cache_hits = sum(a.cached for a in llm_exec.annotations)
         version = annotation_set_version(task_rows)
         yield dg.MaterializeResult(
@@ -281,7 +286,7 @@ def build_annotations_asset(data_dir, corpora: list[str]) -> dg.AssetsDefinition
                     "enabled": config.label_heuristic, "budget_per_label_sub_task": budget,
                     "pool_size": len(pool), "label_extra_ratio": config.label_extra_ratio,
                     "random_share": config.random_share, "positive_share": config.positive_share,
-                    "seed": config.seed}),
+                    "seed": config.seed, "sub_tasks": heuristic_json}),
                 "label_heuristic_table": dg.MetadataValue.md(md_table(
                     ["instruction", "scored", "random picks", "likely pos. picks", "likely neg. picks",
                      "yes rate: sample train", "yes rate: random picks", "yes rate: likely pos.",
