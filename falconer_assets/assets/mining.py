@@ -37,7 +37,9 @@ def write_partition(conn, task: str, file: str, rows: list[dict], rejects: list[
     try:
         conn.execute("DELETE FROM mined WHERE task = ? AND (file = ? OR file IS NULL)", [task, file])
         conn.execute("DELETE FROM mining_rejects WHERE task = ? AND (file = ? OR file IS NULL)", [task, file])
-        conn.execute("DELETE FROM throughput WHERE task = ? AND executor = ?", [task, throughput[1]])
+        # (also the whole-corpus row written before corpora were partitioned by file)
+        conn.execute("DELETE FROM throughput WHERE task = ? AND executor IN (?, 'proxy (full corpus)')",
+                     [task, throughput[1]])
         for table, data in (("mined", rows), ("mining_rejects", rejects)):
             if data:
                 frame = pl.DataFrame(data, infer_schema_length=None)
