@@ -84,6 +84,9 @@ def bring_up_to_date(defs: dg.Definitions, instance: dg.DagsterInstance, data_di
     for req in file_sync.run_requests:
         runs.append(execute(defs, instance, [sync.MINED], str(req.partition_key), "new_corpus_file"))
         log(_describe(runs[-1]))
+    for name in sync.plans_built_from_other_specs(data_dir, instance):
+        runs.append(execute(defs, instance, [dg.AssetKey("plan")], name, "plan_built_from_other_spec"))
+        log(_describe(runs[-1]))
     asset_keys = defs.resolve_asset_graph().get_all_asset_keys()
     cursor = load_cursor(cursor_path)
     # Dagster's first evaluation with an empty cursor only records state (it requests nothing)

@@ -189,6 +189,28 @@ def apply(instance: dg.DagsterInstance, changes: Changes) -> None:
         instance.report_runless_asset_event(event)
 
 
+def plans_built_from_other_specs(data_dir: Path, instance: dg.DagsterInstance) -> list[str]:
+    """Tasks whose latest ``plan`` was built from another task file version than the one on disk now.
+
+    The automation conditions see changes between two of their own evaluations; a plan that
+    another process (e.g. ``dagster dev`` while ``falconer run`` was not running) built from an
+    edit that was later reverted would look unchanged to them. ``falconer run`` re-plans these
+    first. Compares the ``task_spec_version`` metadata of the latest ``plan`` materialization
+    (missing in plans built before it was recorded: those count as current).
+    """
+    tasks, _ = load_valid_tasks(Path(data_dir) / "tasks")
+    out = []
+    for name in sorted(set(instance.get_dynamic_partitions(TASKS.name)) & set(tasks)):
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("plan"), asset_partitions=[name]), limit=1).records
+        if not records:
+            continue
+        built = records[0].asset_materialization.metadata.get("task_spec_version")
+        if built is not None and getattr(built, "value", built) != task_spec_version(tasks[name].path):
+            out.append(name)
+    return out
+
+
 def reported_task_versions(instance: dg.DagsterInstance, names: set[str]) -> dict[str, str]:
     """``{task: data version}`` of the latest ``task_spec`` materialization of each partition in ``names``.
 

@@ -305,3 +305,21 @@ def test_task_sensor_adds_and_removes_tasks_and_names_bad_files(graph):
     assert deletes == ["extra_task"]
     instance.delete_dynamic_partition("tasks", "extra_task")
     assert set(instance.get_dynamic_partitions("tasks")) == {A, B}
+
+
+def test_falconer_run_replans_a_task_whose_plan_another_process_built_from_a_reverted_edit(graph):
+    data_dir, defs, instance, cursor_path = graph
+    plan_file = data_dir / "tasks" / f"{B}.plan.py"
+    kept = plan_file.read_text()
+    assert bring_up_to_date(defs, instance, data_dir, cursor_path, log=lambda m: None) == []
+    # another process (no shared automation cursor) sees the plan file deleted and re-plans with the LLM
+    plan_file.unlink()
+    _sync_tasks(graph)
+    assert execute(defs, instance, [dg.AssetKey("plan")], B, "other process").success
+    assert _latest(instance, "plan", B)["origin"] == "llm"
+    # the edit is reverted: the task file is back to what this cursor last saw
+    plan_file.write_text(kept)
+    runs = bring_up_to_date(defs, instance, data_dir, cursor_path, log=lambda m: None)
+    assert [(r.asset_keys, r.partition, r.trigger) for r in runs][:1] == [(["plan"], B, "plan_built_from_other_spec")]
+    assert _latest(instance, "plan", B)["origin"] == f"user file {B}.plan.py"
+    assert all(r.success for r in runs) and _tick(graph) == {}

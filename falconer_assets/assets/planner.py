@@ -13,6 +13,7 @@ from falconer_assets.automation import on_change
 from falconer_assets.core.plan_sandbox import PlanValidationError
 from falconer_assets.core.planner import plan_with_retries
 from falconer_assets.core.store import replace_rows
+from falconer_assets.core.versions import task_spec_version
 from falconer_assets.partitions import TASKS
 from falconer_assets.resources.llm import LLMResource
 
@@ -70,6 +71,7 @@ def build_plan_asset(data_dir) -> dg.AssetsDefinition:
             metadata={
                 "plan": dg.MetadataValue.md(f"```python\n{validated.source}\n```"),
                 "instruction": task.instruction,
+                "task_spec_version": task_spec_version(task.path),
                 "sub_tasks": dg.MetadataValue.md(md_table(["kind", "instruction"], [[c["kind"], c["instruction"]] for c in calls])),
                 "num_calls": len(calls),
                 "origin": origin,
