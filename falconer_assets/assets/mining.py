@@ -10,7 +10,7 @@ from falconer_assets.automation import on_model_change
 from falconer_assets.core.corpus import read_corpus
 from falconer_assets.core.mining import mine_documents
 from falconer_assets.core.proxy import NTEProxy
-from falconer_assets.core.store import ensure_schema
+from falconer_assets.core.store import Slice, replace_slices
 from falconer_assets.core.versions import file_sha256, rows_version
 from falconer_assets.partitions import TASK_FILE_PARTITIONS, split_file_key
 from falconer_assets.resources.proxy import ProxyResource
@@ -26,32 +26,20 @@ def _by_task(name: str) -> dg.AssetIn:
     return dg.AssetIn(dg.AssetKey(name), partition_mapping=dg.MultiToSingleDimensionPartitionMapping("task"))
 
 
-def write_partition(conn, task: str, file: str, rows: list[dict], rejects: list[dict], throughput: list) -> None:
+def write_partition(conn, task: str, file: str, rows: list[dict], rejects: list[dict], throughput: dict) -> None:
     """Replace the rows of one mining partition (task, file) in ``mined``, ``mining_rejects`` and
-    ``throughput`` in one DuckDB transaction: a re-run replaces them, a failure keeps the old ones.
-    Rows of other partitions are never touched."""
-    import polars as pl
-
-    ensure_schema(conn)
-    conn.execute("BEGIN TRANSACTION")
-    try:
-        conn.execute("DELETE FROM mined WHERE task = ? AND (file = ? OR file IS NULL)", [task, file])
-        conn.execute("DELETE FROM mining_rejects WHERE task = ? AND (file = ? OR file IS NULL)", [task, file])
-        # (also the whole-corpus row written before corpora were partitioned by file)
-        conn.execute("DELETE FROM throughput WHERE task = ? AND executor IN (?, 'proxy (full corpus)')",
-                     [task, throughput[1]])
-        for table, data in (("mined", rows), ("mining_rejects", rejects)):
-            if data:
-                frame = pl.DataFrame(data, infer_schema_length=None)
-                conn.register("_falconer_partition", frame.to_arrow())
-                cols = ", ".join(f'"{c}"' for c in frame.columns)
-                conn.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _falconer_partition")
-                conn.unregister("_falconer_partition")
-        conn.execute("INSERT INTO throughput VALUES (?, ?, ?, ?, ?, 0)", throughput)
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise
+    ``throughput`` in one DuckDB transaction (:func:`~falconer_assets.core.store.replace_slices`):
+    a re-run replaces them, a failure keeps the old ones, other partitions are never touched.
+    Rows written before corpora were partitioned by file (``file`` NULL, executor
+    ``proxy (full corpus)``) are dropped for the task too."""
+    replace_slices(conn, [
+        Slice("mined", {"task": task, "file": file}, rows),
+        Slice("mined", {"task": task, "file": None}),
+        Slice("mining_rejects", {"task": task, "file": file}, rejects),
+        Slice("mining_rejects", {"task": task, "file": None}),
+        Slice("throughput", {"task": task, "executor": throughput["executor"]}, [throughput]),
+        Slice("throughput", {"task": task, "executor": "proxy (full corpus)"}),
+    ])
 
 
 def build_mined_asset(data_dir) -> dg.AssetsDefinition:
@@ -114,8 +102,9 @@ def build_mined_asset(data_dir) -> dg.AssetsDefinition:
         reject_rows += [{"task": task.name, "file": file, "doc_id": d, "line_no": None, "reason": why}
                         for d, why in plan_rejects]
         with warehouse.get_connection() as conn:
-            write_partition(conn, task.name, file, row_dicts, reject_rows,
-                            [task.name, f"proxy ({file})", stats.docs_in, stats.seconds, stats.docs_per_s])
+            write_partition(conn, task.name, file, row_dicts, reject_rows, {
+                "task": task.name, "executor": f"proxy ({file})", "docs": stats.docs_in, "seconds": stats.seconds,
+                "docs_per_s": stats.docs_per_s, "tokens": 0})
         preview = [[r.doc_id, r.field, r.value, r.start, r.end, round(r.score, 3)] for r in rows[:15]]
         return dg.MaterializeResult(metadata={
             "rows": len(rows),

@@ -6,6 +6,8 @@ re-materialization never duplicates rows and a failure leaves the previous rows 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import duckdb
 import polars as pl
 
@@ -69,15 +71,57 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
                 conn.execute(f'ALTER TABLE {table} ADD COLUMN IF NOT EXISTS "{name}" {typ}')
 
 
-def replace_rows(
-    conn: duckdb.DuckDBPyConnection, table: str, key_col: str | tuple[str, ...], key: str | tuple[str, ...],
-    rows: list[dict],
-) -> int:
-    """Atomically replace all rows of ``table`` where ``key_col = key`` with ``rows``.
+@dataclass(frozen=True)
+class Slice:
+    """The rows of ``table`` whose ``key`` columns equal the given values (``None`` matches NULL),
+    to be replaced by ``rows`` (dicts keyed by column; missing columns are NULL)."""
+
+    table: str
+    key: dict[str, object]
+    rows: list[dict] = field(default_factory=list)
+
+
+def replace_slices(conn: duckdb.DuckDBPyConnection, slices: list[Slice]) -> list[int]:
+    """Atomically replace several slices, possibly of several tables, in one transaction.
+
+    Each slice's old rows are deleted (``col IS NOT DISTINCT FROM value`` for every key
+    column, so a ``None`` value selects NULLs) and its new rows inserted. Either every slice
+    is replaced or, on any error, none is and the old rows stay.
+
+    Returns:
+        The number of rows written per slice.
+
+    Raises:
+        KeyError: a table not in :data:`SCHEMA`; duckdb errors on a type mismatch (rolled back).
+    """
+    ensure_schema(conn)
+    frames = []
+    for sl in slices:
+        cols = [name for name, _ in _columns(SCHEMA[sl.table])]
+        frames.append((cols, pl.DataFrame([{c: r.get(c) for c in cols} for r in sl.rows], infer_schema_length=None)
+                       if sl.rows else None))
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        for sl, (cols, frame) in zip(slices, frames):
+            where = " AND ".join(f'"{c}" IS NOT DISTINCT FROM ?' for c in sl.key)
+            conn.execute(f"DELETE FROM {sl.table} WHERE {where}", list(sl.key.values()))
+            if frame is not None:
+                conn.register("_falconer_rows", frame.to_arrow())
+                quoted = ", ".join(f'"{c}"' for c in cols)
+                conn.execute(f"INSERT INTO {sl.table} ({quoted}) SELECT {quoted} FROM _falconer_rows")
+                conn.unregister("_falconer_rows")
+        conn.execute("COMMIT")
+    except Exception:
+        conn.execute("ROLLBACK")
+        raise
+    return [len(sl.rows) for sl in slices]
+
+
+def replace_rows(conn: duckdb.DuckDBPyConnection, table: str, key_col: str, key: str, rows: list[dict]) -> int:
+    """Atomically replace all rows of ``table`` where ``key_col = key`` with ``rows``
+    (one :class:`Slice` through :func:`replace_slices`).
 
     Args:
-        key_col, key: one column and value, or tuples of columns and values (all must match,
-            e.g. ``("task", "file")`` for one mining partition).
         rows: dicts whose keys are exactly the table's columns (missing columns are NULL).
 
     Returns:
@@ -87,21 +131,4 @@ def replace_rows(
         KeyError: if ``table`` is not in :data:`SCHEMA`; duckdb errors on a type mismatch
             (the transaction is rolled back and the old rows stay).
     """
-    cols = [name for name, _ in _columns(SCHEMA[table])]
-    ensure_schema(conn)
-    frame = pl.DataFrame([{c: r.get(c) for c in cols} for r in rows], schema=None) if rows else None
-    conn.execute("BEGIN TRANSACTION")
-    try:
-        cols_, keys_ = (key_col, key) if isinstance(key_col, tuple) else ((key_col,), (key,))
-        where = " AND ".join(f'"{c}" = ?' for c in cols_)
-        conn.execute(f"DELETE FROM {table} WHERE {where}", list(keys_))
-        if frame is not None:
-            conn.register("_falconer_rows", frame.to_arrow())
-            quoted = ", ".join(f'"{c}"' for c in cols)
-            conn.execute(f"INSERT INTO {table} ({quoted}) SELECT {quoted} FROM _falconer_rows")
-            conn.unregister("_falconer_rows")
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise
-    return len(rows)
+    return replace_slices(conn, [Slice(table, {key_col: key}, rows)])[0]
