@@ -22,6 +22,7 @@ DATA_VERSION_TAG = "dagster/data_version"
 """Tag carrying the data version of a reported materialization (Dagster's ``DATA_VERSION_TAG``)."""
 
 MINED = dg.AssetKey("mined")
+PLAN = dg.AssetKey("plan")
 PROXY_CHECKPOINT = dg.AssetKey("proxy_checkpoint")
 
 
@@ -134,15 +135,23 @@ def new_file_changes(data_dir: Path, instance: dg.DagsterInstance) -> Changes:
     return changes
 
 
+def latest_materialization(instance: dg.DagsterInstance, key: dg.AssetKey,
+                           partition: str) -> dg.AssetMaterialization | None:
+    """The latest materialization of one partition of ``key`` (``None`` if it was never materialized)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
+    return records[0].asset_materialization if records else None
+
+
+def _metadata_value(materialization: dg.AssetMaterialization | None, name: str):
+    """The raw value of metadata entry ``name`` (``None`` when absent or never materialized)."""
+    value = materialization.metadata.get(name) if materialization is not None else None
+    return getattr(value, "value", value)
+
+
 def mined_file_hash(instance: dg.DagsterInstance, task: str, key: str) -> str | None:
     """The ``file_sha256`` recorded by the latest materialization of ``mined`` for (task, file), if any."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=MINED, asset_partitions=[str(task_file_key(task, key))]), limit=1).records
-    if not records:
-        return None
-    meta = records[0].asset_materialization.metadata
-    value = meta.get("file_sha256")
-    return getattr(value, "value", value)
+    return _metadata_value(latest_materialization(instance, MINED, str(task_file_key(task, key))), "file_sha256")
 
 
 def changed_file_changes(data_dir: Path, instance: dg.DagsterInstance) -> Changes:
@@ -201,12 +210,8 @@ def plans_built_from_other_specs(data_dir: Path, instance: dg.DagsterInstance) -
     tasks, _ = load_valid_tasks(Path(data_dir) / "tasks")
     out = []
     for name in sorted(set(instance.get_dynamic_partitions(TASKS.name)) & set(tasks)):
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey("plan"), asset_partitions=[name]), limit=1).records
-        if not records:
-            continue
-        built = records[0].asset_materialization.metadata.get("task_spec_version")
-        if built is not None and getattr(built, "value", built) != task_spec_version(tasks[name].path):
+        built = _metadata_value(latest_materialization(instance, PLAN, name), "task_spec_version")
+        if built is not None and built != task_spec_version(tasks[name].path):
             out.append(name)
     return out
 
@@ -219,12 +224,10 @@ def reported_task_versions(instance: dg.DagsterInstance, names: set[str]) -> dic
     """
     out = {}
     for name in sorted(names):
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=TASK_SPEC, asset_partitions=[name]), limit=1).records
-        if records and records[0].asset_materialization.tags:
-            version = records[0].asset_materialization.tags.get(DATA_VERSION_TAG)
-            if version:
-                out[name] = version
+        reported = latest_materialization(instance, TASK_SPEC, name)
+        version = (reported.tags or {}).get(DATA_VERSION_TAG) if reported is not None else None
+        if version:
+            out[name] = version
     return out
 
 

@@ -20,7 +20,7 @@ from falconer_assets import sync
 from falconer_assets.definitions import build_definitions
 from falconer_assets.orchestrate import bring_up_to_date, execute, load_cursor
 from falconer_assets.partitions import task_file_key
-from falconer_assets_tests.conftest import GAME_Q, GENRE_Q, ScriptedLLM, make_small_data_dir
+from falconer_assets_tests.conftest import GAME_Q, GENRE_Q, ScriptedLLM, latest_metadata, make_small_data_dir
 from falconer_assets_tests.test_assets import _proxy
 
 A, B = "debian_game_genres", "debian_games_other"
@@ -120,9 +120,8 @@ def _sync_tasks(graph) -> sync.Changes:
 
 
 def _latest(instance, key: str, partition: str) -> dict:
-    rec = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition]), limit=1).records[0]
-    return {k: getattr(v, "value", v) for k, v in rec.asset_materialization.metadata.items()}
+    """Raw metadata values of the latest materialization of ``key[partition]``."""
+    return {k: getattr(v, "value", v) for k, v in latest_metadata(instance, key, partition).items()}
 
 
 def _count(instance, key: str, partition: str) -> int:
