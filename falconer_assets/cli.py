@@ -15,16 +15,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
-
-
-DEFAULT_INSTANCE_YAML = (
-    "telemetry:\n  enabled: false\nnux:\n  enabled: false\nauto_materialize:\n  enabled: true\n  use_sensors: true\n"
-    "concurrency:\n  runs:\n    max_concurrent_runs: 1\n"
-)
-"""Instance settings written to a new ``$DAGSTER_HOME`` (same as the shipped ``data/.dagster_home/dagster.yaml``)."""
 
 
 def _instance(data_dir: Path):
@@ -33,9 +27,9 @@ def _instance(data_dir: Path):
     home = Path(os.environ.setdefault("DAGSTER_HOME", str((data_dir / ".dagster_home").resolve())))
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():  # a DAGSTER_HOME elsewhere gets the shipped settings
-        shipped = Path(__file__).resolve().parents[1] / "data" / ".dagster_home" / "dagster.yaml"
-        config.write_text(shipped.read_text() if shipped.exists() else DEFAULT_INSTANCE_YAML)
+    shipped = Path(__file__).resolve().parents[1] / "data" / ".dagster_home" / "dagster.yaml"
+    if not config.exists() and shipped.exists():  # a DAGSTER_HOME elsewhere gets the shipped settings
+        shutil.copyfile(shipped, config)
     return dg.DagsterInstance.get()
 
 
