@@ -2,7 +2,7 @@
 
 Dagster's ``AutomationCondition.eager()`` re-runs an asset whenever a parent is *materialized*.
 Falconer's conditions react to a parent's *data version* instead (every asset reports a content
-hash, see :mod:`falconer_assets.core.versions`), so a re-materialization that produced the same
+hash, see :mod:`falconer_assets.versions`), so a re-materialization that produced the same
 content stops the chain: a comment-only plan edit re-runs ``plan`` and nothing else; an
 instruction edit whose new plan asks the same sub-tasks re-mines but does not retrain.
 

@@ -26,13 +26,13 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from falconer_assets.assets.evaluation import build_eval_asset
-from falconer_assets.assets.generator import build_annotations_asset, build_corpus_sample_asset
-from falconer_assets.assets.mining import build_mined_asset
-from falconer_assets.assets.planner import build_plan_asset
-from falconer_assets.assets.proxy import build_proxy_checkpoint_asset
+from falconer_assets.assets.eval import build_eval_asset
+from falconer_assets.assets.annotations import build_annotations_asset, build_corpus_sample_asset
+from falconer_assets.assets.mined import build_mined_asset
+from falconer_assets.assets.plan import build_plan_asset
+from falconer_assets.assets.proxy_checkpoint import build_proxy_checkpoint_asset
 from falconer_assets.assets.sources import corpus_files, task_spec
-from falconer_assets.core.corpus import corpus_names
+from falconer_assets.inputs.corpus import corpus_names
 from falconer_assets.partitions import TASKS
 from falconer_assets.resources.llm import LLMResource
 from falconer_assets.resources.proxy import ProxyResource

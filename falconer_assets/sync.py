@@ -13,9 +13,9 @@ from pathlib import Path
 import dagster as dg
 
 from falconer_assets.assets.sources import CORPUS_FILES_KEY, TASK_SPEC
-from falconer_assets.core.corpus import corpus_file_paths, corpus_names
-from falconer_assets.core.tasks import Task, TaskError, load_task
-from falconer_assets.core.versions import file_sha256, task_spec_version
+from falconer_assets.inputs.corpus import corpus_file_paths, corpus_names
+from falconer_assets.inputs.tasks import Task, TaskError, load_task
+from falconer_assets.versions import file_sha256, task_spec_version
 from falconer_assets.partitions import CORPUS_FILES, TASKS, file_key, split_file_key, task_file_key
 
 DATA_VERSION_TAG = "dagster/data_version"
@@ -80,7 +80,7 @@ def task_changes(data_dir: Path, known: set[str], reported: dict[str, str]) -> C
     Returns:
         The changes: new tasks are added, tasks whose YAML is gone are deleted,
         new or edited tasks get a ``task_spec`` materialization (data version
-        :func:`~falconer_assets.core.versions.task_spec_version`). A malformed task file is
+        :func:`~falconer_assets.versions.task_spec_version`). A malformed task file is
         left out (an existing partition keeps its last good version) and named in ``errors``.
     """
     tasks, errors = load_valid_tasks(Path(data_dir) / "tasks")

@@ -19,8 +19,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from falconer_assets.core.annotate import label_messages, span_messages  # noqa: E402
-from falconer_assets.core.llm_client import ChatResult  # noqa: E402
+from falconer_assets.llm.prompts import label_messages, span_messages  # noqa: E402
+from falconer_assets.llm.client import ChatResult  # noqa: E402
 from falconer_assets.resources.llm import LLMResource  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,7 +95,7 @@ class ScriptedLLM(LLMResource):
     """An LLM resource that answers from a fixed script instead of a model (fast tests only).
 
     Planner prompts get :data:`GAME_PLAN`; label/span prompts built by
-    :mod:`falconer_assets.core.annotate` for a corpus text get the gold answer; anything else
+    :mod:`falconer_assets.llm.prompts` for a corpus text get the gold answer; anything else
     raises, so a test notices a prompt it did not expect. ``plan_source`` overrides the plan.
     """
 

@@ -1,19 +1,19 @@
-"""Fast tests of the annotation prompts and parsers (falconer_assets.core.annotate); no LLM."""
+"""Fast tests of the annotation prompts and parsers (falconer_assets.llm.prompts); no LLM."""
 
 from __future__ import annotations
 
 import pytest
 
-from falconer_assets.core.annotate import (
+from falconer_assets.llm.prompts import (
     align_answers,
     label_messages,
     parse_label,
     parse_span_answers,
     span_messages,
 )
-from falconer_assets.core.llm_client import ChatResult
-from falconer_assets.core.llm_executor import LLMPrimitives
-from falconer_assets.core.spans import Span
+from falconer_assets.llm.client import ChatResult
+from falconer_assets.llm.executor import LLMPrimitives
+from falconer_assets.spans import Span
 from falconer_assets_tests.conftest import ZERO_AD
 
 # Debian bookworm, package wesnoth-1.16-core, Description-en body as shipped (line breaks and

@@ -14,7 +14,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from falconer_assets.core.versions import file_sha256
+from falconer_assets.versions import file_sha256
 from falconer_assets.definitions import build_definitions
 from falconer_assets.orchestrate import bring_up_to_date
 from falconer_assets.partitions import TASK_FILE_PARTITIONS, TASKS, task_file_key

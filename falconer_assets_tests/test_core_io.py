@@ -5,13 +5,13 @@ import json
 import duckdb
 import pytest
 
-from falconer_assets.core.corpus import read_corpus
-from falconer_assets.core.mining import mine_documents
-from falconer_assets.core.plan_sandbox import validate_plan
-from falconer_assets.core.sampling import sample_size, sample_with_split
-from falconer_assets.core.spans import Span
-from falconer_assets.core.store import replace_rows
-from falconer_assets.core.tasks import TaskError, load_task, load_tasks
+from falconer_assets.inputs.corpus import read_corpus
+from falconer_assets.mining import mine_documents
+from falconer_assets.plan.sandbox import validate_plan
+from falconer_assets.generator.sampling import sample_size, sample_with_split
+from falconer_assets.spans import Span
+from falconer_assets.warehouse.tables import replace_rows
+from falconer_assets.inputs.tasks import TaskError, load_task, load_tasks
 from falconer_assets_tests.conftest import GAME_PLAN, REPO
 
 
@@ -88,7 +88,7 @@ def test_replace_rows_is_idempotent_and_atomic(tmp_path):
 
 
 def test_mine_documents_batches_and_rejects_only_failing_docs():
-    from falconer_assets.core.corpus import Document
+    from falconer_assets.inputs.corpus import Document
 
     docs = [Document(f"d{i}", t) for i, t in enumerate(
         ["Frozen Bubble is a puzzle game.", "libyaml-perl: a YAML parser.", "Wesnoth is a strategy game.", "BOOM"])]
@@ -119,7 +119,7 @@ def test_mine_documents_batches_and_rejects_only_failing_docs():
 
 
 def test_write_partition_replaces_one_task_file_slice_and_drops_pre_partition_rows(tmp_path):
-    from falconer_assets.assets.mining import write_partition
+    from falconer_assets.assets.mined import write_partition
 
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     row = {"doc_id": "d1", "field": "genre", "value": "puzzle", "start": 0, "end": 6, "score": 0.9}

@@ -12,14 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from falconer_assets.assets.common import annotation_rows
-from falconer_assets.core.sampling import (
+from falconer_assets.generator.sampling import (
     LABEL_REASONS,
     candidate_pool,
     extra_budget,
     sample_with_split,
     select_label_candidates,
 )
-from falconer_assets.core.store import SCHEMA, ensure_schema, replace_rows
+from falconer_assets.warehouse.tables import SCHEMA, ensure_schema, replace_rows
 from falconer_assets.definitions import build_definitions
 from falconer_assets.resources.proxy import ProxyResource
 from falconer_assets_tests.conftest import (

@@ -47,7 +47,7 @@ class RoutingLLM(ScriptedLLM):
     genre, else :data:`LABEL_PLAN`; :data:`LIB_Q` is answered from the Debian section."""
 
     def _answer(self, messages: list[dict]) -> str:
-        from falconer_assets.core.annotate import label_messages
+        from falconer_assets.llm.prompts import label_messages
 
         content = messages[-1]["content"]
         asked = content.split("Instruction:")[-1].split("\n")[0].lower()

@@ -18,17 +18,17 @@ import dagster as dg
 import duckdb
 import pytest
 
-from falconer_assets.core import local_llm
-from falconer_assets.core.annotate import (
+from falconer_assets.llm import embedded as local_llm
+from falconer_assets.llm.prompts import (
     align_answers,
     label_messages,
     parse_label,
     parse_span_answers,
     span_messages,
 )
-from falconer_assets.core.llm_cache import LLMCache, cache_key
-from falconer_assets.core.llm_client import ChatLLM
-from falconer_assets.core.local_llm import LlamaServer, LlamaServerError, ModelNotInstalledError, ensure_gguf
+from falconer_assets.llm.cache import LLMCache, cache_key
+from falconer_assets.llm.client import ChatLLM
+from falconer_assets.llm.embedded import LlamaServer, LlamaServerError, ModelNotInstalledError, ensure_gguf
 from falconer_assets.resources import LLMResource
 from falconer_assets_tests.conftest import ZERO_AD
 

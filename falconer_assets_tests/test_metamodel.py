@@ -18,7 +18,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 pytest.importorskip("torch")
 
-from falconer_assets.core.base_models import cache_dir, minilm_path, resolve_base_model  # noqa: E402
+from falconer_assets.proxy.encoders import cache_dir, minilm_path, resolve_base_model  # noqa: E402
 from falconer_assets.metamodel import sources as src  # noqa: E402
 from falconer_assets.metamodel.pretrain import (  # noqa: E402
     QUICK_RECIPE,
@@ -102,7 +102,7 @@ def test_bench_quick(tmp_path):
 
 
 def test_eval_metadata_shows_the_committed_learning_curve():
-    from falconer_assets.assets.evaluation import BENCH_DIR, _learning_curve
+    from falconer_assets.assets.eval import BENCH_DIR, _learning_curve
 
     meta = _learning_curve("debian_packages")  # docs/bench is committed
     assert meta["learning_curve_plot"].value == str(BENCH_DIR / "quality_debian.png")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from falconer_assets.core.spans import Span
+from falconer_assets.spans import Span
 from falconer_assets.metamodel import sources
 from falconer_assets.metamodel.sources import (
     DEBIAN_LABELS_PATH,

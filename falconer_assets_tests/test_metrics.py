@@ -1,11 +1,11 @@
-"""Tests for falconer_assets.core.metrics, against hand-computed values."""
+"""Tests for falconer_assets.metrics, against hand-computed values."""
 
 from __future__ import annotations
 
 import pytest
 
-from falconer_assets.core.metrics import label_prf, span_prf, spans_to_bio, word_offsets, word_prf
-from falconer_assets.core.spans import Span
+from falconer_assets.metrics import label_prf, span_prf, spans_to_bio, word_offsets, word_prf
+from falconer_assets.spans import Span
 
 FOX = "The quick brown fox jumps over the lazy dog"
 #      0   4     10    16  20    26   31  35   40

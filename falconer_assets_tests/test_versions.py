@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from falconer_assets.core.corpus import corpus_file_paths, corpus_names, read_corpus_files
-from falconer_assets.core.plan_sandbox import validate_plan
-from falconer_assets.core.versions import annotation_set_version, digest, file_sha256, rows_version, task_spec_version
+from falconer_assets.inputs.corpus import corpus_file_paths, corpus_names, read_corpus_files
+from falconer_assets.plan.sandbox import validate_plan
+from falconer_assets.versions import annotation_set_version, digest, file_sha256, rows_version, task_spec_version
 from falconer_assets_tests.conftest import GAME_PLAN
 
 ROW = {"kind": "label", "instruction": "Is this package a game?", "doc_id": "pkg:0ad", "split": "train",

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import dagster as dg
 
-from falconer_assets.core.corpus import Document, Reject, corpus_file_paths, read_corpus_files
-from falconer_assets.core.plan_sandbox import PlanValidationError, ValidatedPlan, validate_plan
-from falconer_assets.core.spans import Span
-from falconer_assets.core.tasks import Task, TaskError, load_task
+from falconer_assets.inputs.corpus import Document, Reject, corpus_file_paths, read_corpus_files
+from falconer_assets.plan.sandbox import PlanValidationError, ValidatedPlan, validate_plan
+from falconer_assets.spans import Span
+from falconer_assets.inputs.tasks import Task, TaskError, load_task
 
 
 def load_corpus(data_dir: Path, corpus: str) -> tuple[list[Document], list[Reject]]:
     """Read every file of a corpus (``<data_dir>/corpora/<corpus>/*.jsonl``, ids unique across files,
-    see :func:`~falconer_assets.core.corpus.read_corpus_files`); raises ``dg.Failure`` naming the
+    see :func:`~falconer_assets.inputs.corpus.read_corpus_files`); raises ``dg.Failure`` naming the
     folder when it has no file."""
     paths = corpus_file_paths(Path(data_dir) / "corpora", corpus)
     if not paths:

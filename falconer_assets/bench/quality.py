@@ -31,14 +31,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from falconer_assets.core.metrics import label_prf, span_prf
-from falconer_assets.core.proxy import TrainConfig, TrainExample
+from falconer_assets.metrics import label_prf, span_prf
+from falconer_assets.proxy.model import TrainConfig, TrainExample
 
 SIZES = (64, 256, 512, 2048)
 """Training sizes of the full benchmark (paper 4.1: "from 64 to 2048 samples")."""
 
 BASES = ("minilm", "metamodel", "mpnet")
-"""Base encoders compared (names of :func:`falconer_assets.core.base_models.resolve_base_model`)."""
+"""Base encoders compared (names of :func:`falconer_assets.proxy.encoders.resolve_base_model`)."""
 
 DATASETS = ("wnut16", "debian", "spam")
 
@@ -126,7 +126,7 @@ def training_examples(ds: Dataset, n: int, seed: int = 0, absent_per_record: int
 def base_recipe(base: str) -> TrainConfig:
     """The fine-tuning recipe of a base: ``FINE_TUNE_RECIPE`` for the NTE-pretrained metamodel,
     ``FRESH_HEAD_RECIPE`` for a plain encoder (MPNet with encoder lr 1e-4, MODELS.md)."""
-    from falconer_assets.core.proxy import FINE_TUNE_RECIPE, FRESH_HEAD_RECIPE
+    from falconer_assets.proxy.model import FINE_TUNE_RECIPE, FRESH_HEAD_RECIPE
 
     if base == "metamodel":
         return FINE_TUNE_RECIPE
@@ -154,7 +154,7 @@ def train_config(n_examples: int, base: str, seed: int = 0, max_length: int = 12
 
 
 def score(model, ds: Dataset, batch_size: int = 64) -> dict[str, float]:
-    """Test-split scores of an :class:`~falconer_assets.core.proxy.NTEProxy` on ``ds``.
+    """Test-split scores of an :class:`~falconer_assets.proxy.model.NTEProxy` on ``ds``.
 
     Returns:
         Span datasets: ``{"f1": micro seqeval span F1 over all types, "precision",
@@ -224,7 +224,7 @@ QUICK = BenchPlan(
 
 
 def _resolve(base: str, plan: BenchPlan, log) -> str:
-    from falconer_assets.core.base_models import resolve_base_model
+    from falconer_assets.proxy.encoders import resolve_base_model
     from falconer_assets.metamodel.pretrain import DEFAULT_RECIPE, QUICK_RECIPE, build_metamodel
 
     if base == "metamodel":
@@ -255,7 +255,7 @@ def run(plan: BenchPlan, results_path: Path, log: Callable[[str], None] = print,
     "eval_seconds", "best_epoch", "steps"}``. Rows are appended to ``results_path`` (a JSON
     list) as they finish; rows already there with the same key are reused.
     """
-    from falconer_assets.core.proxy import NTEProxy
+    from falconer_assets.proxy.model import NTEProxy
 
     results_path = Path(results_path)
     done = {r["key"]: r for r in json.loads(results_path.read_text())} if results_path.is_file() else {}

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from falconer_assets.core.base_models import cache_dir, resolve_base_model
+from falconer_assets.proxy.encoders import cache_dir, resolve_base_model
 
 CODE_VERSION = "1"
 """Bump when example construction changes: it is part of the cache key."""
@@ -44,12 +44,12 @@ class PretrainRecipe:
     """What the metamodel is pre-trained on and how (the cache key is a hash of it).
 
     Attributes:
-        base: starting encoder, a :func:`~falconer_assets.core.base_models.resolve_base_model`
+        base: starting encoder, a :func:`~falconer_assets.proxy.encoders.resolve_base_model`
             name (``"minilm"``, ``"mpnet"``) or path; never ``"metamodel"``.
         wnut_examples, silver_examples, debian_examples, spam_examples: examples drawn
             (seeded) from each source's pre-train split; 0 leaves a source out.
         epochs, lr, head_lr, batch_size, max_length, tag_weight, seed: the
-            :class:`~falconer_assets.core.proxy.TrainConfig` of the pre-training run.
+            :class:`~falconer_assets.proxy.model.TrainConfig` of the pre-training run.
     """
 
     base: str = "minilm"
@@ -133,7 +133,7 @@ def require_metamodel(recipe: PretrainRecipe = DEFAULT_RECIPE) -> Path:
 
 def _span_examples(records, questions: dict[str, str], n: int, rng: random.Random):
     """One example per (record, type with spans) plus one absent type per record; n sampled."""
-    from falconer_assets.core.proxy import TrainExample
+    from falconer_assets.proxy.model import TrainExample
 
     pool = []
     for r in records:
@@ -150,7 +150,7 @@ def _span_examples(records, questions: dict[str, str], n: int, rng: random.Rando
 
 def _label_examples(records, questions: dict[str, str], n: int, rng: random.Random):
     """Balanced Yes/No examples: per question up to n/(2*questions) positives and negatives."""
-    from falconer_assets.core.proxy import TrainExample
+    from falconer_assets.proxy.model import TrainExample
 
     per = max(1, n // (2 * max(len(questions), 1)))
     out = []
@@ -224,7 +224,7 @@ def build_metamodel(
         ValueError: if ``recipe.base`` is ``"metamodel"`` (it cannot start from itself) or
             the recipe draws no example.
     """
-    from falconer_assets.core.proxy import NTEProxy, TrainConfig
+    from falconer_assets.proxy.model import NTEProxy, TrainConfig
 
     if recipe.base.strip().lower() in {"", "metamodel"}:
         raise ValueError("PretrainRecipe.base must be an encoder such as 'minilm', not the metamodel")

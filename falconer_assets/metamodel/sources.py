@@ -21,7 +21,7 @@ texts within a source (retweets, Debian package families sharing one description
 are kept on one side by :func:`grouped_splits`. Test records must never be used for
 pre-training; the benchmark measures on them.
 
-Pure Python (standard library + :mod:`falconer_assets.core.spans`): no Dagster, no torch.
+Pure Python (standard library + :mod:`falconer_assets.spans`): no Dagster, no torch.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Iterable, Mapping
 
-from falconer_assets.core.base_models import cache_dir as cache_dir_root
-from falconer_assets.core.spans import Span
+from falconer_assets.proxy.encoders import cache_dir as cache_dir_root
+from falconer_assets.spans import Span
 
 __all__ = [
     "DEBIAN_LABELS_PATH",

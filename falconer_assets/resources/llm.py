@@ -1,4 +1,4 @@
-"""Dagster resource for the LLM: a thin wrapper around :class:`falconer_assets.core.llm_client.ChatLLM`.
+"""Dagster resource for the LLM: a thin wrapper around :class:`falconer_assets.llm.client.ChatLLM`.
 
 Default: the embedded Qwen2.5-Coder-1.5B served locally (no network, no key). A remote
 OpenAI-compatible model::
@@ -17,7 +17,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from falconer_assets.core.llm_client import ChatLLM, ChatResult, LLMStats
+from falconer_assets.llm.client import ChatLLM, ChatResult, LLMStats
 
 __all__ = ["LLMResource", "ChatResult", "LLMStats"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from falconer_assets.core.base_models import resolve_base_model
-from falconer_assets.core.proxy import FINE_TUNE_RECIPE, TrainConfig, resolve_device
+from falconer_assets.proxy.encoders import resolve_base_model
+from falconer_assets.proxy.model import FINE_TUNE_RECIPE, TrainConfig, resolve_device
 
 
 class ProxyResource(dg.ConfigurableResource):
@@ -17,15 +17,15 @@ class ProxyResource(dg.ConfigurableResource):
             ``"minilm"`` / ``"mpnet"`` for the plain encoders from pip packages; ``"cuckoo"``
             for ``KomeijiForce/Cuckoo-C4-Super-Rainbow`` (needs network access to the Hugging
             Face hub); or any hub id / local directory
-            (:func:`~falconer_assets.core.base_models.resolve_base_model`).
+            (:func:`~falconer_assets.proxy.encoders.resolve_base_model`).
         device: ``"auto"`` (``cuda`` when available, else ``cpu``), ``"cpu"`` or ``"cuda"``.
         epochs, lr, head_lr, batch_size, tag_weight, max_length, seed, dev_fraction, patience:
-            see :class:`~falconer_assets.core.proxy.TrainConfig`; defaults are
-            :data:`~falconer_assets.core.proxy.FINE_TUNE_RECIPE`, chosen from the measurements
+            see :class:`~falconer_assets.proxy.model.TrainConfig`; defaults are
+            :data:`~falconer_assets.proxy.model.FINE_TUNE_RECIPE`, chosen from the measurements
             in docs/proxy.md (15% of the training annotations become the dev split for early
             stopping; the held-out annotations stay untouched for ``eval``). They suit an
             NTE-pretrained base; for a plain encoder (``minilm``, ``mpnet``) use
-            :data:`~falconer_assets.core.proxy.FRESH_HEAD_RECIPE` (lr 3e-4, head_lr 3e-3,
+            :data:`~falconer_assets.proxy.model.FRESH_HEAD_RECIPE` (lr 3e-4, head_lr 3e-3,
             tag_weight 5), or its fresh head learns all O / all No.
         init_from_task: continual integration (paper 5.2): start from another task's
             fine-tuned checkpoint instead of the base model; ``""`` = from the base.
@@ -58,7 +58,7 @@ class ProxyResource(dg.ConfigurableResource):
         return resolve_base_model(self.base_model)
 
     def resolved_device(self) -> str:
-        """``cuda`` or ``cpu`` (see :func:`~falconer_assets.core.proxy.resolve_device`)."""
+        """``cuda`` or ``cpu`` (see :func:`~falconer_assets.proxy.model.resolve_device`)."""
         return resolve_device(self.device)
 
     def train_config(self) -> TrainConfig:

@@ -21,14 +21,14 @@ import textwrap
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from falconer_assets.core.plan_sandbox import (
+from falconer_assets.plan.sandbox import (
     PlanRuntimeError,
     PlanValidationError,
     ValidatedPlan,
     run_plan,
     validate_plan,
 )
-from falconer_assets.core.spans import Span
+from falconer_assets.spans import Span
 
 __all__ = [
     "PLANNER_SYSTEM_PROMPT",
@@ -293,7 +293,7 @@ def plan_with_retries(
 
     Each attempt calls ``chat(build_planner_messages(instruction, fields, feedback))``, where
     ``feedback`` holds all earlier (reply, error) pairs, then :func:`extract_code`,
-    :func:`~falconer_assets.core.plan_sandbox.validate_plan` and, if ``dry_run``,
+    :func:`~falconer_assets.plan.sandbox.validate_plan` and, if ``dry_run``,
     :func:`dry_run_plan` (stub primitives; checks the plan runs and uses only the given field
     names).
 

@@ -18,12 +18,12 @@ from falconer_assets.assets.common import (
     task_for_partition,
 )
 from falconer_assets.automation import on_change
-from falconer_assets.core.evaluation import score_label_subtask, score_span_subtask
-from falconer_assets.core.llm_executor import LLMPrimitives
-from falconer_assets.core.plan_sandbox import run_plan
-from falconer_assets.core.proxy import NTEProxy
-from falconer_assets.core.store import replace_rows
-from falconer_assets.core.versions import rows_version
+from falconer_assets.metrics import score_label_subtask, score_span_subtask
+from falconer_assets.llm.executor import LLMPrimitives
+from falconer_assets.plan.sandbox import run_plan
+from falconer_assets.proxy.model import NTEProxy
+from falconer_assets.warehouse.tables import replace_rows
+from falconer_assets.versions import rows_version
 from falconer_assets.partitions import TASKS
 from falconer_assets.resources.llm import LLMResource
 from falconer_assets.resources.proxy import ProxyResource

@@ -11,9 +11,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from falconer_assets.core.corpus import Document
-from falconer_assets.core.plan_sandbox import PlanRuntimeError, ValidatedPlan, run_plan
-from falconer_assets.core.spans import Span
+from falconer_assets.inputs.corpus import Document
+from falconer_assets.plan.sandbox import PlanRuntimeError, ValidatedPlan, run_plan
+from falconer_assets.spans import Span
 
 
 @dataclass(frozen=True)

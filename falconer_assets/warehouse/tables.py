@@ -39,7 +39,7 @@ ANNOTATION_ORIGINS: tuple[str, ...] = ("sample", "random", "likely_positive", "l
 """Values of ``annotations.origin``, i.e. why the doc was annotated: ``"sample"`` for a doc of the
 seeded corpus sample (every sub-task; split train or heldout); otherwise the reason the Appendix B
 heuristic picked an extra training doc for that one label sub-task (split train), as returned by
-:func:`falconer_assets.core.sampling.select_label_candidates`: ``"random"`` (a uniform draw from
+:func:`falconer_assets.generator.sampling.select_label_candidates`: ``"random"`` (a uniform draw from
 the scored pool), ``"likely_positive"`` or ``"likely_negative"``. ``NULL`` only in rows written
 before the column existed (those all came from the corpus sample)."""
 

@@ -12,7 +12,7 @@ Two pieces:
   (``xllamacpp.Server(CommonParams)`` loads the model *and* starts listening in its
   constructor; the port is read back from ``Server.listening_address``).
 
-The server runs in a child process (``python -m falconer_assets.core.local_llm serve ...``)
+The server runs in a child process (``python -m falconer_assets.llm.embedded serve ...``)
 rather than in the caller's process because that is the robust choice:
 
 * ``stop()`` really frees the port and all the model memory (the process exits; in-process
@@ -352,7 +352,7 @@ class LlamaServer:
             pkg_root = str(Path(__file__).resolve().parents[2])
             env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
             cmd = [
-                sys.executable, "-m", "falconer_assets.core.local_llm", "serve",
+                sys.executable, "-m", "falconer_assets.llm.embedded", "serve",
                 "--model", str(self.model_path),
                 "--n-ctx", str(self.n_ctx),
                 "--threads", str(self.n_threads),
@@ -512,9 +512,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: ``python -m falconer_assets.core.local_llm serve --model F.gguf [--port 0]`` or
-    ``python -m falconer_assets.core.local_llm assemble <name>`` (prints the .gguf path)."""
-    ap = argparse.ArgumentParser(prog="falconer_assets.core.local_llm")
+    """CLI: ``python -m falconer_assets.llm.embedded serve --model F.gguf [--port 0]`` or
+    ``python -m falconer_assets.llm.embedded assemble <name>`` (prints the .gguf path)."""
+    ap = argparse.ArgumentParser(prog="falconer_assets.llm.embedded")
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve", help="serve a GGUF on 127.0.0.1 until stdin closes (internal)")
     s.add_argument("--model", required=True)

@@ -1,9 +1,9 @@
 """The LLM as executor of the two primitives: the annotator (paper 3.5) and the cost baseline.
 
 ``LLMPrimitives`` answers ``get_label``/``get_span`` one text at a time through any chat
-callable returning a :class:`~falconer_assets.core.llm_client.ChatResult`-like object
+callable returning a :class:`~falconer_assets.llm.client.ChatResult`-like object
 (``text``, ``latency_s``, ``prompt_tokens``, ``completion_tokens``, ``cached``), using the
-prompts and answer alignment of :mod:`falconer_assets.core.annotate`. It records every answer
+prompts and answer alignment of :mod:`falconer_assets.llm.prompts`. It records every answer
 as an :class:`Annotation` so callers can store them and count dropped answers.
 """
 
@@ -13,14 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from falconer_assets.core.annotate import (
+from falconer_assets.llm.prompts import (
     align_answers,
     label_messages,
     parse_label,
     parse_span_answers,
     span_messages,
 )
-from falconer_assets.core.spans import Span
+from falconer_assets.spans import Span
 
 
 @dataclass

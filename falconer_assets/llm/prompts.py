@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 
-from falconer_assets.core.spans import Span
+from falconer_assets.spans import Span
 
 #: Texts longer than this many characters are cut (with a marker) before prompting, so that
 #: prompt + answer fit a 4096-token context (~4 characters per token for English).

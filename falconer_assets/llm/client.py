@@ -8,15 +8,15 @@ so non-Dagster code (benchmarks, notebooks) can use the same thing::
         r.text, r.cached, r.latency_s
 
 * ``base_url=None``: the model is an embedded one (a key of
-  :data:`~falconer_assets.core.local_llm.EMBEDDED_MODELS`, or a ``.gguf`` path), served by a
-  :class:`~falconer_assets.core.local_llm.LlamaServer` that is started lazily on the first
+  :data:`~falconer_assets.llm.embedded.EMBEDDED_MODELS`, or a ``.gguf`` path), served by a
+  :class:`~falconer_assets.llm.embedded.LlamaServer` that is started lazily on the first
   cache *miss* (a fully cached re-run never loads the model) and stopped by :meth:`close`.
 * ``base_url="https://api.openai.com/v1"`` (or any OpenAI-compatible server): ``model`` is the
   remote model name, e.g. ``"gpt-4.1-mini"``.
 
 Requests go through ``openai.OpenAI(...).chat.completions.create`` (OpenAI chat completions API,
 https://platform.openai.com/docs/api-reference/chat/create; llama.cpp's server implements the
-same endpoint). Every result is stored in an :class:`~falconer_assets.core.llm_cache.LLMCache`
+same endpoint). Every result is stored in an :class:`~falconer_assets.llm.cache.LLMCache`
 keyed by the model identity, the messages and all request parameters (temperature, max_tokens,
 seed=0 and any extra ones). No Dagster imports here.
 """
@@ -31,8 +31,8 @@ from typing import Any
 
 import openai
 
-from falconer_assets.core.llm_cache import LLMCache
-from falconer_assets.core.local_llm import EMBEDDED_MODELS, LlamaServer, ensure_gguf, model_identity
+from falconer_assets.llm.cache import LLMCache
+from falconer_assets.llm.embedded import EMBEDDED_MODELS, LlamaServer, ensure_gguf, model_identity
 
 
 @dataclass(frozen=True)

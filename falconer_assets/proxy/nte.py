@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from falconer_assets.core.spans import Span
+from falconer_assets.spans import Span
 
 TAGS = ("O", "B", "I")
 """Tag names by id: O=0 (outside), B=1 (begins a span / chosen choice), I=2 (inside)."""

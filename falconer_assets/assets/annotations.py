@@ -10,9 +10,9 @@ from dagster_duckdb import DuckDBResource
 
 from falconer_assets.assets.common import load_corpus, md_table, parse_plan, spans_json, task_for_partition
 from falconer_assets.automation import on_change, on_missing
-from falconer_assets.core.llm_executor import LLMPrimitives
-from falconer_assets.core.proxy import NTEProxy
-from falconer_assets.core.sampling import (
+from falconer_assets.llm.executor import LLMPrimitives
+from falconer_assets.proxy.model import NTEProxy
+from falconer_assets.generator.sampling import (
     LABEL_REASONS,
     candidate_pool,
     check_label_shares,
@@ -21,8 +21,8 @@ from falconer_assets.core.sampling import (
     sample_with_split,
     select_label_candidates,
 )
-from falconer_assets.core.store import ensure_schema, replace_rows
-from falconer_assets.core.versions import annotation_set_version, digest
+from falconer_assets.warehouse.tables import ensure_schema, replace_rows
+from falconer_assets.versions import annotation_set_version, digest
 from falconer_assets.partitions import TASKS
 from falconer_assets.resources.llm import LLMResource
 from falconer_assets.resources.proxy import ProxyResource
@@ -149,13 +149,13 @@ def build_annotations_asset(data_dir, corpora: list[str]) -> dg.AssetsDefinition
     Every unique sub-task ``(kind, instruction)`` of the plan is annotated on every sampled doc
     (``origin`` ``"sample"``, the sample's split). With :attr:`AnnotationsConfig.label_heuristic`
     on, each label sub-task is also annotated on extra docs picked by
-    :func:`~falconer_assets.core.sampling.select_label_candidates` (``origin`` = its reason,
+    :func:`~falconer_assets.generator.sampling.select_label_candidates` (``origin`` = its reason,
     split ``"train"``). Span answers are aligned to character offsets; answers not found in the
     text are dropped and counted.
 
     Sub-tasks are cached in ``subtask_annotations`` under :func:`subtask_cache_key`: a new plan
     that reuses three of four sub-tasks pays the LLM for the fourth only. Writes the task's rows
-    of ``annotations``. Data version: :func:`~falconer_assets.core.versions.annotation_set_version`,
+    of ``annotations``. Data version: :func:`~falconer_assets.versions.annotation_set_version`,
     so an unchanged annotation set leaves ``proxy_checkpoint`` fresh. Blocking check
     ``nonempty`` fails when no annotation was produced.
     """

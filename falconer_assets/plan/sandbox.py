@@ -33,7 +33,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Callable, Literal, Sequence
 
-from falconer_assets.core.spans import Span
+from falconer_assets.spans import Span
 
 __all__ = [
     "MAX_SOURCE_CHARS",

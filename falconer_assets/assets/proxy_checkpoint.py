@@ -11,8 +11,8 @@ from dagster_duckdb import DuckDBResource
 
 from falconer_assets.assets.common import annotation_rows, load_corpus, md_table, spans_from_json, task_for_partition
 from falconer_assets.automation import on_change
-from falconer_assets.core.proxy import NTEProxy, TrainExample
-from falconer_assets.core.versions import annotation_set_version, digest
+from falconer_assets.proxy.model import NTEProxy, TrainExample
+from falconer_assets.versions import annotation_set_version, digest
 from falconer_assets.partitions import TASKS
 from falconer_assets.resources.proxy import ProxyResource
 

@@ -10,10 +10,10 @@ from dagster_duckdb import DuckDBResource
 from falconer_assets.assets.common import md_table, parse_plan, task_for_partition
 from falconer_assets.assets.sources import TASK_SPEC
 from falconer_assets.automation import on_change
-from falconer_assets.core.plan_sandbox import PlanValidationError
-from falconer_assets.core.planner import plan_with_retries
-from falconer_assets.core.store import replace_rows
-from falconer_assets.core.versions import task_spec_version
+from falconer_assets.plan.sandbox import PlanValidationError
+from falconer_assets.plan.planner import plan_with_retries
+from falconer_assets.warehouse.tables import replace_rows
+from falconer_assets.versions import task_spec_version
 from falconer_assets.partitions import TASKS
 from falconer_assets.resources.llm import LLMResource
 

@@ -7,11 +7,11 @@ from dagster_duckdb import DuckDBResource
 from falconer_assets.assets.common import md_table, parse_plan, task_for_partition
 from falconer_assets.assets.sources import CORPUS_FILES_KEY
 from falconer_assets.automation import on_model_change
-from falconer_assets.core.corpus import read_corpus
-from falconer_assets.core.mining import mine_documents
-from falconer_assets.core.proxy import NTEProxy
-from falconer_assets.core.store import Slice, replace_slices
-from falconer_assets.core.versions import file_sha256, rows_version
+from falconer_assets.inputs.corpus import read_corpus
+from falconer_assets.mining import mine_documents
+from falconer_assets.proxy.model import NTEProxy
+from falconer_assets.warehouse.tables import Slice, replace_slices
+from falconer_assets.versions import file_sha256, rows_version
 from falconer_assets.partitions import TASK_FILE_PARTITIONS, split_file_key
 from falconer_assets.resources.proxy import ProxyResource
 
@@ -28,7 +28,7 @@ def _by_task(name: str) -> dg.AssetIn:
 
 def write_partition(conn, task: str, file: str, rows: list[dict], rejects: list[dict], throughput: dict) -> None:
     """Replace the rows of one mining partition (task, file) in ``mined``, ``mining_rejects`` and
-    ``throughput`` in one DuckDB transaction (:func:`~falconer_assets.core.store.replace_slices`):
+    ``throughput`` in one DuckDB transaction (:func:`~falconer_assets.warehouse.tables.replace_slices`):
     a re-run replaces them, a failure keeps the old ones, other partitions are never touched.
     Rows written before corpora were partitioned by file (``file`` NULL, executor
     ``proxy (full corpus)``) are dropped for the task too."""

@@ -9,19 +9,25 @@ precision, recall or F1 whose denominator is zero is reported as 0.0 -- includin
 where gold and prediction are both empty (perfect agreement on "nothing").  Every result also
 carries the gold/pred counts (``support``/``n_gold``/``n_pred``) so callers can tell "0.0
 because wrong" from "0.0 because there was nothing to find" and skip or special-case it.
+
+Per sub-task (paper section 4.2, the ``eval`` asset): label sub-tasks get precision/recall/F1 of
+the ``True`` class (:func:`score_label_subtask`); span sub-tasks get exact-match span P/R/F1
+(seqeval on word-level BIO) and word-level P/R/F1 (:func:`score_span_subtask`).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Sequence
 
 from seqeval.metrics import f1_score, precision_score, recall_score
 from seqeval.metrics.sequence_labeling import get_entities
 
-from falconer_assets.core.spans import Span
+from falconer_assets.spans import Span
 
-__all__ = ["ANSWER_LABEL", "label_prf", "word_offsets", "spans_to_bio", "span_prf", "word_prf"]
+__all__ = ["ANSWER_LABEL", "label_prf", "word_offsets", "spans_to_bio", "span_prf", "word_prf",
+           "SubtaskScore", "score_label_subtask", "score_span_subtask"]
 
 #: Entity type used in the BIO tags ("B-ANS", "I-ANS").
 ANSWER_LABEL = "ANS"
@@ -222,3 +228,36 @@ def word_prf(
     precision, recall, f1 = _prf(tp, len(p_words), len(g_words))
     return {"precision": precision, "recall": recall, "f1": f1,
             "n_gold": len(g_words), "n_pred": len(p_words)}
+
+@dataclass(frozen=True)
+class SubtaskScore:
+    """Scores of one sub-task: ``kind``, ``instruction``, ``n`` texts and the metric dict."""
+
+    kind: str
+    instruction: str
+    n: int
+    metrics: dict[str, float]
+
+
+def score_label_subtask(instruction: str, gold: Sequence[bool], pred: Sequence[bool]) -> SubtaskScore:
+    """Label P/R/F1 (positive class ``True``) of proxy ``pred`` against annotator ``gold``."""
+    m = label_prf(gold, pred)
+    return SubtaskScore("label", instruction, len(gold), {
+        "label_precision": m["precision"], "label_recall": m["recall"], "label_f1": m["f1"],
+        "gold_positive": float(sum(bool(g) for g in gold)),
+        "accuracy": sum(g == p for g, p in zip(gold, pred)) / len(gold) if gold else 0.0,
+    })
+
+
+def score_span_subtask(
+    instruction: str, texts: Sequence[str], gold: Sequence[Sequence[Span]], pred: Sequence[Sequence[Span]]
+) -> SubtaskScore:
+    """Span (seqeval exact) and word-level P/R/F1 of proxy ``pred`` against annotator ``gold``."""
+    s = span_prf(texts, gold, pred)
+    w = word_prf(texts, gold, pred)
+    return SubtaskScore("span", instruction, len(texts), {
+        "span_precision": s["precision"], "span_recall": s["recall"], "span_f1": s["f1"],
+        "word_precision": w["precision"], "word_recall": w["recall"], "word_f1": w["f1"],
+        "gold_spans": float(s.get("n_gold", sum(len(g) for g in gold))),
+        "pred_spans": float(s.get("n_pred", sum(len(p) for p in pred))),
+    })
