@@ -34,6 +34,8 @@ from falconer_assets.metamodel.sources import (
     questions_for,
     split_of,
 )
+from falconer_assets.metamodel.sources.debian_sections import _debian_key
+from falconer_assets.metamodel.sources.spam import _SPAM_SUBDIR, _spam_key, cache_dir_root
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ROOT / "data" / "corpora" / "debian_packages" / "debian_packages.jsonl"
@@ -146,7 +148,7 @@ def test_loader_splits_are_deterministic_disjoint_and_dedup(request, loader, fra
     test = {r.id for r in recs if r.split == "test"}
     assert pre and test and not pre & test and len(pre | test) == len(recs)
     assert lo < len(test) / len(recs) < hi
-    key_fn = (lambda r: dup_key(r.text)) if loader == "wnut" else (lambda r: sources._debian_key(r.text))
+    key_fn = (lambda r: dup_key(r.text)) if loader == "wnut" else (lambda r: _debian_key(r.text))
     pre_keys = {key_fn(r) for r in recs if r.split == "pretrain"}
     assert not any(key_fn(r) in pre_keys for r in recs if r.split == "test")  # no near-copy leaks
 
@@ -438,7 +440,7 @@ def test_ensure_spamassassin_uses_cache_and_reports_npm_problems(tmp_path: Path,
 
 @pytest.mark.slow
 def test_spamassassin_real_npm_package() -> None:
-    cached = (sources.cache_dir_root() / "npm" / sources._SPAM_SUBDIR).is_dir()
+    cached = (cache_dir_root() / "npm" / _SPAM_SUBDIR).is_dir()
     if not cached and shutil.which("npm") is None:
         pytest.skip("npm is not installed")
     recs = load_spamassassin()
@@ -450,8 +452,8 @@ def test_spamassassin_real_npm_package() -> None:
     assert all(0 < len(r.text) <= 2000 for r in recs)
     test = [r for r in recs if r.split == "test"]
     assert 0.17 < len(test) / len(recs) < 0.23
-    pre_keys = {sources._spam_key(r.text) for r in recs if r.split == "pretrain"}
-    assert not any(sources._spam_key(r.text) in pre_keys for r in test)
+    pre_keys = {_spam_key(r.text) for r in recs if r.split == "pretrain"}
+    assert not any(_spam_key(r.text) in pre_keys for r in test)
 
 
 def test_missing_wnut_file(tmp_path: Path) -> None:
