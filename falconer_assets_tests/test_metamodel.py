@@ -8,6 +8,7 @@ table and plots.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -18,9 +19,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 pytest.importorskip("torch")
 
-from falconer_assets.proxy.encoders import cache_dir, minilm_path, resolve_base_model  # noqa: E402
+from falconer_assets.metamodel.base_model import resolve_base_model  # noqa: E402
+from falconer_assets.proxy.encoders import cache_dir, minilm_path  # noqa: E402
 from falconer_assets.metamodel import sources as src  # noqa: E402
 from falconer_assets.metamodel.pretrain import (  # noqa: E402
+    DEFAULT_RECIPE,
     QUICK_RECIPE,
     SILVER_DROPPED,
     PretrainRecipe,
@@ -45,7 +48,13 @@ def test_base_model_names(tmp_path, monkeypatch):
 
 def test_recipe_key_tracks_the_recipe():
     assert QUICK_RECIPE.key() == PretrainRecipe(**{**QUICK_RECIPE.__dict__}).key()
-    assert QUICK_RECIPE.key() != PretrainRecipe(**{**QUICK_RECIPE.__dict__, "lr": 2e-4}).key()
+    assert QUICK_RECIPE.key() != dataclasses.replace(QUICK_RECIPE, train=QUICK_RECIPE.train.model_copy(
+        update={"lr": 2e-4})).key()
+    # a training field outside the original seven counts too, once it leaves the value of every past build
+    assert QUICK_RECIPE.key() != dataclasses.replace(QUICK_RECIPE, train=QUICK_RECIPE.train.model_copy(
+        update={"warmup_ratio": 0.2})).key()
+    # the default recipe keeps the key of the metamodel the committed benchmark points were measured with
+    assert DEFAULT_RECIPE.key() == "minilm-440642103f6d", "docs/bench/quality.json's metamodel points are stale"
     assert QUICK_RECIPE.key().startswith("minilm-")
     with pytest.raises(ValueError, match="not the metamodel"):
         build_metamodel(PretrainRecipe(base="metamodel"))
@@ -99,13 +108,3 @@ def test_bench_quick(tmp_path):
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
     assert again.returncode == 0 and json.loads((out / "quality.json").read_text()) == rows
-
-
-def test_eval_metadata_shows_the_committed_learning_curve():
-    from falconer_assets.assets.eval import BENCH_DIR, _learning_curve
-
-    meta = _learning_curve("debian_packages")  # docs/bench is committed
-    assert meta["learning_curve_plot"].value == str(BENCH_DIR / "quality_debian.png")
-    table = meta["learning_curve"].value
-    assert "| debian | F1 game | metamodel |" in table and "| wnut16 |" not in table
-    assert _learning_curve("unbenchmarked_corpus") == {}

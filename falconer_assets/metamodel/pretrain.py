@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from falconer_assets.proxy.encoders import cache_dir, resolve_base_model
+from falconer_assets.proxy.encoders import cache_dir, resolve_encoder
+from falconer_assets.proxy.training import TrainConfig
 
 CODE_VERSION = "1"
 """Bump when example construction changes: it is part of the cache key."""
@@ -39,17 +40,29 @@ REPORT_FILE = "pretrain_report.json"
 """Written into the metamodel directory: recipe, example counts per source, loss, seconds."""
 
 
+PRETRAIN_TRAIN = TrainConfig(epochs=1, lr=1e-4, head_lr=1e-3, batch_size=16, max_length=128, tag_weight=3.0,
+                             seed=0, dev_fraction=0.0, patience=2)
+"""The training settings of the metamodel's pre-training: one pass, no dev split."""
+
+_KEYED_TRAIN_FIELDS = ("epochs", "lr", "head_lr", "batch_size", "max_length", "tag_weight", "seed")
+_UNKEYED_TRAIN_DEFAULTS = {"weight_decay": 0.01, "warmup_ratio": 0.1, "dev_fraction": 0.0, "min_dev": 8,
+                           "patience": 2, "max_steps": None}
+"""The other :class:`TrainConfig` fields, at the values every metamodel built so far was trained with:
+they enter :meth:`PretrainRecipe.key` only when a recipe changes them, so the keys of existing builds
+(and of the committed benchmark points, docs/bench/quality.json) stay what they were."""
+
+
 @dataclass(frozen=True)
 class PretrainRecipe:
     """What the metamodel is pre-trained on and how (the cache key is a hash of it).
 
     Attributes:
-        base: starting encoder, a :func:`~falconer_assets.proxy.encoders.resolve_base_model`
+        base: starting encoder, a :func:`~falconer_assets.proxy.encoders.resolve_encoder`
             name (``"minilm"``, ``"mpnet"``) or path; never ``"metamodel"``.
         wnut_examples, silver_examples, debian_examples, spam_examples: examples drawn
             (seeded) from each source's pre-train split; 0 leaves a source out.
-        epochs, lr, head_lr, batch_size, max_length, tag_weight, seed: the
-            :class:`~falconer_assets.proxy.model.TrainConfig` of the pre-training run.
+        train: the :class:`~falconer_assets.proxy.training.TrainConfig` of the pre-training run;
+            its ``seed`` also seeds the example draw.
     """
 
     base: str = "minilm"
@@ -57,17 +70,20 @@ class PretrainRecipe:
     silver_examples: int = 1600
     debian_examples: int = 1600
     spam_examples: int = 800
-    epochs: int = 1
-    lr: float = 1e-4
-    head_lr: float = 1e-3
-    batch_size: int = 16
-    max_length: int = 128
-    tag_weight: float = 3.0
-    seed: int = 0
+    train: TrainConfig = PRETRAIN_TRAIN
 
     def key(self) -> str:
-        """``<base>-<12 hex>``: hash of the recipe, :data:`CODE_VERSION` and the data files."""
-        h = hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode())
+        """``<base>-<12 hex>``: hash of the recipe, :data:`CODE_VERSION` and the data files.
+
+        Every field counts; the training fields outside :data:`_KEYED_TRAIN_FIELDS` only when they
+        differ from :data:`_UNKEYED_TRAIN_DEFAULTS`.
+        """
+        payload: dict = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "train"}
+        train = self.train.model_dump()
+        payload.update({k: train[k] for k in _KEYED_TRAIN_FIELDS})
+        payload.update({k: v for k, v in train.items()
+                        if k not in _KEYED_TRAIN_FIELDS and v != _UNKEYED_TRAIN_DEFAULTS.get(k)})
+        h = hashlib.sha256(json.dumps(payload, sort_keys=True).encode())
         h.update(CODE_VERSION.encode())
         for path in _data_files():
             if path.is_file():
@@ -75,13 +91,16 @@ class PretrainRecipe:
         base = Path(self.base).name if "/" in self.base else self.base
         return f"{base}-{h.hexdigest()[:12]}"
 
+    def as_dict(self) -> dict:
+        """The recipe as JSON-ready data (``train`` as a dict)."""
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "train"},
+                "train": self.train.model_dump()}
+
 
 DEFAULT_RECIPE = PretrainRecipe()
 """The recipe behind ``base_model="metamodel"`` (docs/proxy.md has the evidence)."""
 
-QUICK_RECIPE = PretrainRecipe(
-    wnut_examples=96, silver_examples=48, debian_examples=96, spam_examples=0, epochs=1
-)
+QUICK_RECIPE = PretrainRecipe(wnut_examples=96, silver_examples=48, debian_examples=96, spam_examples=0)
 """A minutes-long recipe for tests and ``bench quality --quick`` (no npm download)."""
 
 
@@ -179,7 +198,7 @@ def pretrain_examples(recipe: PretrainRecipe, log: Callable[[str], None] = print
     from falconer_assets.metamodel import sources as src
 
     SILVER_USED = _silver_used()  # noqa: N806
-    rng = random.Random(recipe.seed)
+    rng = random.Random(recipe.train.seed)
     counts: dict[str, int] = {}
     examples = []
 
@@ -224,7 +243,7 @@ def build_metamodel(
         ValueError: if ``recipe.base`` is ``"metamodel"`` (it cannot start from itself) or
             the recipe draws no example.
     """
-    from falconer_assets.proxy.model import NTEProxy, TrainConfig
+    from falconer_assets.proxy.model import NTEProxy
 
     if recipe.base.strip().lower() in {"", "metamodel"}:
         raise ValueError("PretrainRecipe.base must be an encoder such as 'minilm', not the metamodel")
@@ -236,19 +255,14 @@ def build_metamodel(
     examples, counts = pretrain_examples(recipe, log)
     if not examples:
         raise ValueError(f"recipe {recipe} draws no pre-training example")
-    base = resolve_base_model(recipe.base)
-    model = NTEProxy.load(base, device=device, seed=recipe.seed)
-    cfg = TrainConfig(
-        epochs=recipe.epochs, lr=recipe.lr, head_lr=recipe.head_lr, batch_size=recipe.batch_size,
-        max_length=recipe.max_length, seed=recipe.seed, tag_weight=recipe.tag_weight,
-        dev_fraction=0.0,
-    )
-    stats = model.train(examples, cfg, log=log)
+    base = resolve_encoder(recipe.base)
+    model = NTEProxy.load(base, device=device, seed=recipe.train.seed)
+    stats = model.train(examples, recipe.train, log=log)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save(tmp)
     report = {
-        "recipe": dataclasses.asdict(recipe),
+        "recipe": recipe.as_dict(),
         "code_version": CODE_VERSION,
         "base_path": base,
         "examples": counts,

