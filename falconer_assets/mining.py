@@ -14,22 +14,7 @@ from dataclasses import dataclass, field
 from falconer_assets.inputs.corpus import Document
 from falconer_assets.plan.sandbox import PlanRuntimeError, ValidatedPlan, run_plan
 from falconer_assets.spans import Span
-
-
-@dataclass(frozen=True)
-class MinedRow:
-    """One output value: ``(doc_id, field, value, start, end, score)``.
-
-    ``start``/``end`` are character offsets into the document text for span fields and ``None``
-    for boolean fields (whose ``value`` is ``"true"``/``"false"``).
-    """
-
-    doc_id: str
-    field: str
-    value: str
-    start: int | None
-    end: int | None
-    score: float
+from falconer_assets.warehouse.rows import MinedRow, RejectRow
 
 
 @dataclass
@@ -77,7 +62,7 @@ def mine_documents(
     get_span: Callable[[list[str], str], list[list[Span]]],
     batch_size: int = 256,
     log: Callable[[str], None] = lambda _msg: None,
-) -> tuple[list[MinedRow], list[tuple[str, str]], MiningStats]:
+) -> tuple[list[MinedRow], list[RejectRow], MiningStats]:
     """Execute ``plan`` over ``docs`` in batches of ``batch_size`` documents.
 
     A batch whose plan run raises :class:`PlanRuntimeError` is retried one document at a time;
@@ -85,7 +70,7 @@ def mine_documents(
     the corpus.
 
     Returns:
-        ``(rows, rejects, stats)`` where ``rejects`` is ``[(doc_id, reason), ...]``.
+        ``(rows, rejects, stats)``; a reject names the document and the plan error (``line_no`` ``None``).
 
     Raises:
         ValueError: if ``batch_size < 1``.
@@ -94,7 +79,7 @@ def mine_documents(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     stats = MiningStats(docs_in=len(docs))
     rows: list[MinedRow] = []
-    rejects: list[tuple[str, str]] = []
+    rejects: list[RejectRow] = []
     t0 = time.perf_counter()
 
     def keep(doc: Document, result: dict | None) -> None:
@@ -115,7 +100,7 @@ def mine_documents(
                 try:
                     keep(doc, run_plan(plan, [doc.text], get_label, get_span)[0])
                 except PlanRuntimeError as doc_exc:
-                    rejects.append((doc.id, f"plan error: {doc_exc}"))
+                    rejects.append(RejectRow(doc.id, None, f"plan error: {doc_exc}"))
                     stats.docs_rejected += 1
         else:
             for doc, result in zip(batch, results):

@@ -46,20 +46,6 @@ def task_spec_version(yaml_path: str | Path) -> str:
     return digest(file_sha256(yaml_path), file_sha256(override) if override.exists() else None)
 
 
-def annotation_set_version(rows: Iterable[dict]) -> str:
-    """Version of an annotation set: the sorted set of (kind, instruction, doc_id, split, label, spans).
-
-    ``spans`` is the stored JSON string. Row order and bookkeeping columns (latency, tokens,
-    raw text, origin) do not matter; the same answers on the same docs give the same version.
-    """
-    keys = sorted(
-        (r["kind"], r["instruction"], r["doc_id"], r["split"],
-         None if r.get("label") is None else bool(r["label"]), r.get("spans") or "[]")
-        for r in rows
-    )
-    return digest(keys)
-
-
 def rows_version(rows: Iterable[Iterable[object]]) -> str:
     """Version of a table slice: the sorted list of its rows (tuples of JSON-serializable values)."""
     return digest(sorted(json.dumps(list(r), default=str) for r in rows))

@@ -113,13 +113,15 @@ def test_mine_documents_batches_and_rejects_only_failing_docs():
     rows, rejects, stats = mine_documents(validate_plan(GAME_PLAN), docs, get_label_batch, get_span, batch_size=2)
     assert [(r.doc_id, r.value) for r in rows] == [("d0", "puzzle"), ("d2", "strategy")]
     assert all(docs[int(r.doc_id[1])].text[r.start:r.end] == r.value for r in rows)
-    assert [d for d, _ in rejects] == ["d3"] and "returned 2 labels for 1 texts" in rejects[0][1]
+    assert [r.doc_id for r in rejects] == ["d3"] and "returned 2 labels for 1 texts" in rejects[0].reason
+    assert rejects[0].line_no is None
     assert (stats.docs_in, stats.docs_processed, stats.docs_retrieved, stats.docs_rejected) == (4, 3, 2, 1)
     assert stats.rows_per_field == {"genre": 2}
 
 
-def test_write_partition_replaces_one_task_file_slice_and_drops_pre_partition_rows(tmp_path):
-    from falconer_assets.assets.mined import write_partition
+def test_write_mining_partition_replaces_one_task_file_slice_and_drops_pre_partition_rows(tmp_path):
+    from falconer_assets.warehouse.rows import MinedRow, RejectRow, Throughput
+    from falconer_assets.warehouse.store import write_mining_partition
 
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     row = {"doc_id": "d1", "field": "genre", "value": "puzzle", "start": 0, "end": 6, "score": 0.9}
@@ -127,16 +129,14 @@ def test_write_partition_replaces_one_task_file_slice_and_drops_pre_partition_ro
     replace_rows(con, "throughput", "task", "t", [{"task": "t", "executor": "proxy (full corpus)", "docs": 1}])
     other = [{**row, "task": "u", "file": "c/a.jsonl"}]
     replace_rows(con, "mined", "task", "u", other)
-    speed = {"task": "t", "executor": "proxy (c/a.jsonl)", "docs": 2, "seconds": 1.0, "docs_per_s": 2.0, "tokens": 0}
+    speed = Throughput("proxy (c/a.jsonl)", docs=2, seconds=1.0)
     for _ in range(2):  # a re-run replaces, never duplicates
-        write_partition(con, "t", "c/a.jsonl", [{**row, "task": "t", "file": "c/a.jsonl"}, {**row, "task": "t",
-                        "file": "c/a.jsonl", "doc_id": "d2", "start": None, "end": None}],
-                        [{"task": "t", "file": "c/a.jsonl", "doc_id": "x", "line_no": 3, "reason": "empty text"}], speed)
+        write_mining_partition(con, "t", "c/a.jsonl", [MinedRow(**row), MinedRow(**{**row, "doc_id": "d2", "start": None,
+                               "end": None})], [RejectRow("x", 3, "empty text")], speed)
     assert con.execute("SELECT task, file, doc_id FROM mined ORDER BY ALL").fetchall() == [
         ("t", "c/a.jsonl", "d1"), ("t", "c/a.jsonl", "d2"), ("u", "c/a.jsonl", "d1")]
-    assert con.execute("SELECT executor FROM throughput").fetchall() == [("proxy (c/a.jsonl)",)]
-    assert con.execute("SELECT count(*) FROM mining_rejects").fetchone() == (1,)
+    assert con.execute("SELECT executor, docs_per_s FROM throughput").fetchall() == [("proxy (c/a.jsonl)", 2.0)]
+    assert con.execute("SELECT doc_id, line_no, reason FROM mining_rejects").fetchall() == [("x", 3, "empty text")]
     with pytest.raises(duckdb.Error):  # a bad row rolls the whole partition back
-        write_partition(con, "t", "c/a.jsonl", [{**row, "task": "t", "file": "c/a.jsonl", "start": "not a number"}],
-                        [], speed)
+        write_mining_partition(con, "t", "c/a.jsonl", [MinedRow(**{**row, "start": "not a number"})], [], speed)
     assert con.execute("SELECT count(*) FROM mined WHERE task = 't'").fetchone() == (2,)

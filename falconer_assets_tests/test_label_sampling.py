@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from falconer_assets.assets.common import annotation_rows
 from falconer_assets.generator.sampling import (
     LABEL_REASONS,
     candidate_pool,
@@ -19,6 +18,8 @@ from falconer_assets.generator.sampling import (
     sample_with_split,
     select_label_candidates,
 )
+from falconer_assets.warehouse.rows import AnnotationRow
+from falconer_assets.warehouse.store import read_annotations
 from falconer_assets.warehouse.tables import SCHEMA, ensure_schema, replace_rows
 from falconer_assets.definitions import build_definitions
 from falconer_assets.resources.proxy import ProxyResource
@@ -189,7 +190,9 @@ def test_ensure_schema_adds_origin_to_an_old_warehouse(tmp_path):
         assert con.execute("SELECT task, doc_id, origin FROM annotations").fetchall() == [("other", "x", None)]
         replace_rows(con, "annotations", "task", "t", [
             {"task": "t", "kind": "label", "instruction": "q", "doc_id": "a", "split": "train", "origin": "sample"}])
-        assert annotation_rows(con, "t", "train") == [("label", "q", "a", None, None, None)]
+        # the typed row of a sparse old row: no label, no spans, parse_ok unknown (False: not trained on)
+        assert read_annotations(con, "t", "train") == [AnnotationRow("label", "q", "a", "train", label=None,
+                                                                     parse_ok=False, origin="sample")]
         assert con.execute("SELECT origin FROM annotations WHERE task = 't'").fetchall() == [("sample",)]
 
 
@@ -261,8 +264,8 @@ def test_extra_label_docs_are_train_only_and_outside_the_sample(heuristic_runs):
     data_dir, rows_on, rows_off, rows_again, meta, _, _ = heuristic_runs
     with duckdb.connect(str(data_dir / "falconer.duckdb"), read_only=True) as con:
         sample = dict(con.execute("SELECT doc_id, split FROM corpus_sample").fetchall())
-        train = annotation_rows(con, TASK, "train")
-        heldout = annotation_rows(con, TASK, "heldout")
+        train = [(r.kind, r.instruction, r.doc_id) for r in read_annotations(con, TASK, "train")]
+        heldout = [(r.kind, r.instruction, r.doc_id) for r in read_annotations(con, TASK, "heldout")]
     n_train = sum(s == "train" for s in sample.values())
     assert len(sample) == 10 and 0 < n_train < 10
 

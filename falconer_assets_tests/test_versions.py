@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from falconer_assets.inputs.corpus import corpus_file_paths, corpus_names, read_corpus_files
 from falconer_assets.plan.sandbox import validate_plan
-from falconer_assets.versions import annotation_set_version, digest, file_sha256, rows_version, task_spec_version
+from falconer_assets.spans import Span
+from falconer_assets.versions import digest, file_sha256, rows_version, task_spec_version
+from falconer_assets.warehouse.rows import AnnotationRow, annotation_set_version, spans_to_json
 from falconer_assets_tests.conftest import GAME_PLAN
 
-ROW = {"kind": "label", "instruction": "Is this package a game?", "doc_id": "pkg:0ad", "split": "train",
-       "label": True, "spans": "[]", "latency_s": 1.5, "raw": "Yes", "origin": "sample"}
+ROW = AnnotationRow(kind="label", instruction="Is this package a game?", doc_id="pkg:0ad", split="train",
+                    label=True, latency_s=1.5, raw="Yes", origin="sample")
 
 
 def test_digest_ignores_dict_key_order_but_not_values():
@@ -20,13 +23,23 @@ def test_digest_ignores_dict_key_order_but_not_values():
 
 
 def test_annotation_set_version_is_the_set_of_answers():
-    other = {**ROW, "doc_id": "pkg:bash", "label": False}
+    other = replace(ROW, doc_id="pkg:bash", label=False)
     assert annotation_set_version([ROW, other]) == annotation_set_version([other, ROW])
     # bookkeeping columns do not count; the answer does
-    assert annotation_set_version([{**ROW, "latency_s": 9.0, "raw": "yes.", "origin": "random"}]) == \
+    assert annotation_set_version([replace(ROW, latency_s=9.0, raw="yes.", origin="random")]) == \
         annotation_set_version([ROW])
-    assert annotation_set_version([{**ROW, "label": False}]) != annotation_set_version([ROW])
-    assert annotation_set_version([{**ROW, "split": "heldout"}]) != annotation_set_version([ROW])
+    assert annotation_set_version([replace(ROW, label=False)]) != annotation_set_version([ROW])
+    assert annotation_set_version([replace(ROW, split="heldout")]) != annotation_set_version([ROW])
+
+
+def test_annotation_set_version_hashes_spans_in_their_stored_json_form():
+    text = "Frozen Bubble is a puzzle game."
+    span_row = AnnotationRow("span", "What is the genre?", "pkg:fb", "train", spans=(Span.of(text, 19, 25),))
+    # the hash input of one span row, spelled out: a warehouse written before the typed rows has this version
+    legacy = digest([("span", "What is the genre?", "pkg:fb", "train", None,
+                      '[{"start": 19, "end": 25, "text": "puzzle", "score": 1.0}]')])
+    assert spans_to_json(span_row.spans) == '[{"start": 19, "end": 25, "text": "puzzle", "score": 1.0}]'
+    assert annotation_set_version([span_row]) == legacy
 
 
 def test_rows_version_is_order_free():

@@ -1,4 +1,4 @@
-"""DuckDB tables of a Falconer warehouse (``data/falconer.duckdb``) and idempotent writes.
+"""The DuckDB tables of a Falconer warehouse (``data/falconer.duckdb``) and idempotent slice writes.
 
 Every write replaces the rows of one key (a task or a corpus) inside one transaction, so a
 re-materialization never duplicates rows and a failure leaves the previous rows intact.
@@ -35,15 +35,6 @@ SCHEMA: dict[str, str] = {
 }
 
 
-ANNOTATION_ORIGINS: tuple[str, ...] = ("sample", "random", "likely_positive", "likely_negative")
-"""Values of ``annotations.origin``, i.e. why the doc was annotated: ``"sample"`` for a doc of the
-seeded corpus sample (every sub-task; split train or heldout); otherwise the reason the Appendix B
-heuristic picked an extra training doc for that one label sub-task (split train), as returned by
-:func:`falconer_assets.generator.sampling.select_label_candidates`: ``"random"`` (a uniform draw from
-the scored pool), ``"likely_positive"`` or ``"likely_negative"``. ``NULL`` only in rows written
-before the column existed (those all came from the corpus sample)."""
-
-
 def _columns(cols: str) -> list[tuple[str, str]]:
     """``"a VARCHAR, \"b\" INTEGER"`` -> ``[("a", "VARCHAR"), ("b", "INTEGER")]``."""
     out = []
@@ -69,6 +60,14 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
         for name, typ in _columns(cols):
             if name not in have:
                 conn.execute(f'ALTER TABLE {table} ADD COLUMN IF NOT EXISTS "{name}" {typ}')
+
+
+def has_table(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
+    """True when ``table`` exists in the connection's current schema (works on read-only connections)."""
+    return conn.execute(
+        "SELECT count(*) FROM information_schema.tables "
+        "WHERE table_name = ? AND table_schema = current_schema() AND table_catalog = current_database()",
+        [table]).fetchone()[0] > 0
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,199 @@
+"""Reads and writes of the typed rows (:mod:`falconer_assets.warehouse.rows`): every SQL statement
+Falconer runs on its warehouse lives here or in :mod:`falconer_assets.warehouse.tables`.
+
+Each writer replaces one slice (a task, a corpus, a cache key, a (task, file) partition) in one
+transaction through :func:`~falconer_assets.warehouse.tables.replace_slices`, so a re-run never
+duplicates rows and a failure keeps the old ones. Readers return typed rows, never tuples.
+Connections are plain ``duckdb`` connections (the Dagster layer opens them from its resource); readers
+never write, so they work on read-only connections and on a warehouse whose table does not exist yet
+(an empty result).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+import duckdb
+
+from falconer_assets.inputs.corpus import Reject
+from falconer_assets.warehouse.rows import (
+    AnnotationRow,
+    MetricRow,
+    MinedRow,
+    PlanRecord,
+    RejectRow,
+    Throughput,
+    spans_from_json,
+    spans_to_json,
+)
+from falconer_assets.warehouse.tables import Slice, has_table, replace_rows, replace_slices
+
+_ANNOTATION_FIELDS = ("kind", "instruction", "doc_id", "split", "label", "spans", "dropped", "parse_ok", "raw",
+                      "latency_s", "tokens", "origin")
+
+
+# ---- corpus sample ------------------------------------------------------------------------------
+
+def write_corpus_sample(conn: duckdb.DuckDBPyConnection, corpus: str, sample: Sequence[tuple[str, str]],
+                        rejects: Sequence[Reject]) -> None:
+    """Replace ``corpus``'s rows of ``corpus_sample`` (``(doc_id, split)`` pairs) and ``corpus_rejects``."""
+    replace_slices(conn, [
+        Slice("corpus_sample", {"corpus": corpus}, [{"corpus": corpus, "doc_id": i, "split": s} for i, s in sample]),
+        Slice("corpus_rejects", {"corpus": corpus}, [
+            {"corpus": corpus, "source": r.source, "line_no": r.line_no, "record_id": r.record_id,
+             "reason": r.reason, "raw": r.raw} for r in rejects]),
+    ])
+
+
+def read_corpus_sample(conn: duckdb.DuckDBPyConnection, corpus: str) -> list[tuple[str, str]]:
+    """The sampled ``(doc_id, split)`` pairs of ``corpus``, ordered by doc id (``[]`` if never sampled)."""
+    if not has_table(conn, "corpus_sample"):
+        return []
+    return [(d, s) for d, s in conn.execute(
+        "SELECT doc_id, split FROM corpus_sample WHERE corpus = ? ORDER BY doc_id", [corpus]).fetchall()]
+
+
+# ---- plans --------------------------------------------------------------------------------------
+
+def write_plan(conn: duckdb.DuckDBPyConnection, record: PlanRecord) -> None:
+    """Replace the task's row of ``plans`` (``calls`` stored as JSON ``[{kind, instruction}]``)."""
+    replace_rows(conn, "plans", "task", record.task, [{
+        "task": record.task, "source": record.source, "ast_hash": record.ast_hash,
+        "calls": json.dumps([{"kind": k, "instruction": i} for k, i in record.calls]), "origin": record.origin,
+        "created_at": record.created_at or datetime.now(timezone.utc),
+    }])
+
+
+def read_plan(conn: duckdb.DuckDBPyConnection, task: str) -> PlanRecord | None:
+    """The stored plan of ``task`` (``None`` if the ``plan`` asset never ran for it)."""
+    if not has_table(conn, "plans"):
+        return None
+    row = conn.execute("SELECT task, source, ast_hash, calls, origin, created_at FROM plans WHERE task = ?",
+                       [task]).fetchone()
+    if row is None:
+        return None
+    calls = tuple((c["kind"], c["instruction"]) for c in json.loads(row[3] or "[]"))
+    return PlanRecord(task=row[0], source=row[1], ast_hash=row[2], calls=calls, origin=row[4], created_at=row[5])
+
+
+# ---- annotations --------------------------------------------------------------------------------
+
+def _annotation_dict(r: AnnotationRow) -> dict:
+    return {"kind": r.kind, "instruction": r.instruction, "doc_id": r.doc_id, "split": r.split, "label": r.label,
+            "spans": spans_to_json(r.spans), "dropped": json.dumps(list(r.dropped), ensure_ascii=False),
+            "parse_ok": r.parse_ok, "raw": r.raw, "latency_s": r.latency_s, "tokens": r.tokens, "origin": r.origin}
+
+
+def _annotation_row(values: tuple) -> AnnotationRow:
+    d = dict(zip(_ANNOTATION_FIELDS, values))
+    return AnnotationRow(
+        kind=d["kind"], instruction=d["instruction"], doc_id=d["doc_id"], split=d["split"],
+        label=None if d["label"] is None else bool(d["label"]), spans=spans_from_json(d["spans"]),
+        dropped=tuple(json.loads(d["dropped"] or "[]")), parse_ok=bool(d["parse_ok"]),
+        raw=d["raw"] or "", latency_s=float(d["latency_s"] or 0.0), tokens=int(d["tokens"] or 0), origin=d["origin"])
+
+
+def write_annotations(conn: duckdb.DuckDBPyConnection, task: str, rows: Sequence[AnnotationRow]) -> int:
+    """Replace ``task``'s rows of ``annotations``; returns how many were written."""
+    return replace_rows(conn, "annotations", "task", task, [{"task": task, **_annotation_dict(r)} for r in rows])
+
+
+def read_annotations(conn: duckdb.DuckDBPyConnection, task: str, split: str | None = None) -> list[AnnotationRow]:
+    """``task``'s annotations (of one ``split``, ``"train"`` or ``"heldout"``, or all), ordered by
+    kind, instruction and doc id.
+
+    ``"train"`` holds the corpus sample's training docs (every sub-task) and, per label sub-task,
+    the extra docs the Appendix B heuristic picked (``origin`` other than ``"sample"``);
+    ``"heldout"`` is only ever the random corpus sample.
+    """
+    if not has_table(conn, "annotations"):
+        return []
+    where, params = ("task = ?", [task]) if split is None else ("task = ? AND split = ?", [task, split])
+    cur = conn.execute(f"SELECT {', '.join(_ANNOTATION_FIELDS)} FROM annotations WHERE {where} "
+                       "ORDER BY kind, instruction, doc_id", params)
+    return [_annotation_row(v) for v in cur.fetchall()]
+
+
+def read_cached_subtask(conn: duckdb.DuckDBPyConnection, cache_key: str) -> list[AnnotationRow]:
+    """The rows cached in ``subtask_annotations`` under ``cache_key``, ordered by origin then doc id
+    (``[]`` when the sub-task was never annotated under that key)."""
+    if not has_table(conn, "subtask_annotations"):
+        return []
+    cur = conn.execute(f"SELECT {', '.join(_ANNOTATION_FIELDS)} FROM subtask_annotations WHERE cache_key = ? "
+                       "ORDER BY origin, doc_id", [cache_key])
+    return [_annotation_row(v) for v in cur.fetchall()]
+
+
+def write_cached_subtask(conn: duckdb.DuckDBPyConnection, cache_key: str, corpus: str,
+                         rows: Sequence[AnnotationRow]) -> None:
+    """Replace the ``subtask_annotations`` rows of ``cache_key`` with ``rows``."""
+    replace_rows(conn, "subtask_annotations", "cache_key", cache_key,
+                 [{"cache_key": cache_key, "corpus": corpus, **_annotation_dict(r)} for r in rows])
+
+
+# ---- mining -------------------------------------------------------------------------------------
+
+def write_mining_partition(conn: duckdb.DuckDBPyConnection, task: str, file: str, rows: Sequence[MinedRow],
+                           rejects: Sequence[RejectRow], speed: Throughput) -> None:
+    """Replace the rows of one mining partition (task, file) in ``mined``, ``mining_rejects`` and
+    ``throughput`` in one transaction: a re-run replaces them, a failure keeps the old ones, other
+    partitions are never touched. Rows written before corpora were partitioned by file (``file``
+    NULL, executor ``proxy (full corpus)``) are dropped for the task too."""
+    replace_slices(conn, [
+        Slice("mined", {"task": task, "file": file}, [
+            {"task": task, "file": file, "doc_id": r.doc_id, "field": r.field, "value": r.value,
+             "start": r.start, "end": r.end, "score": r.score} for r in rows]),
+        Slice("mined", {"task": task, "file": None}),
+        Slice("mining_rejects", {"task": task, "file": file}, [
+            {"task": task, "file": file, "doc_id": r.doc_id, "line_no": r.line_no, "reason": r.reason}
+            for r in rejects]),
+        Slice("mining_rejects", {"task": task, "file": None}),
+        Slice("throughput", {"task": task, "executor": speed.executor}, [_throughput_dict(task, speed)]),
+        Slice("throughput", {"task": task, "executor": "proxy (full corpus)"}),
+    ])
+
+
+def _throughput_dict(task: str, t: Throughput) -> dict:
+    return {"task": task, "executor": t.executor, "docs": t.docs, "seconds": t.seconds,
+            "docs_per_s": t.docs_per_s, "tokens": t.tokens}
+
+
+# ---- eval ---------------------------------------------------------------------------------------
+
+def write_eval(conn: duckdb.DuckDBPyConnection, task: str, metrics: Sequence[MetricRow],
+               speed: Sequence[Throughput]) -> None:
+    """Replace ``task``'s rows of ``eval_metrics`` and its ``throughput`` rows of the executors in ``speed``,
+    in one transaction."""
+    replace_slices(conn, [
+        Slice("eval_metrics", {"task": task}, [
+            {"task": task, "kind": m.kind, "instruction": m.instruction, "n": m.n, "metric": m.metric,
+             "value": float(m.value)} for m in metrics]),
+        *(Slice("throughput", {"task": task, "executor": t.executor}, [_throughput_dict(task, t)]) for t in speed),
+    ])
+
+
+# ---- report -------------------------------------------------------------------------------------
+
+REPORT_QUERIES: tuple[tuple[str, str], ...] = (
+    ("Rows mined per task:",
+     "SELECT task, count(*) AS rows, count(DISTINCT doc_id) AS docs, count(DISTINCT file) AS files "
+     "FROM mined GROUP BY task ORDER BY task"),
+    ("Rejected input records per task:",
+     "SELECT task, count(*) AS rejected FROM mining_rejects GROUP BY task ORDER BY task"),
+    ("Eval: proxy vs annotator on held-out samples:",
+     "SELECT task, kind, instruction, any_value(n) AS n, "
+     "round(max(value) FILTER (metric IN ('label_f1', 'span_f1')), 3) AS f1, "
+     "round(max(value) FILTER (metric = 'word_f1'), 3) AS word_f1 "
+     "FROM eval_metrics GROUP BY task, kind, instruction ORDER BY task, kind DESC, instruction"),
+    ("Speed (same plan, same held-out docs; LLM time = original call latencies):",
+     "SELECT task, executor, docs, round(seconds, 2) AS seconds, round(docs_per_s, 2) AS docs_per_s, tokens "
+     "FROM throughput ORDER BY task, executor"),
+)
+"""``(title, query)`` of each table ``falconer report`` prints."""
+
+
+def report(conn: duckdb.DuckDBPyConnection) -> list[tuple[str, duckdb.DuckDBPyRelation]]:
+    """The report tables (:data:`REPORT_QUERIES`) as ``(title, relation)`` pairs, ready to print."""
+    return [(title, conn.sql(query)) for title, query in REPORT_QUERIES]
