@@ -41,25 +41,17 @@ def report(data_dir: Path, out=sys.stdout) -> None:
     """
     import duckdb
 
+    from falconer_assets.warehouse.store import report as report_tables
+
     db = data_dir / "falconer.duckdb"
     if not db.exists():
         raise FileNotFoundError(f"{db} does not exist: run `falconer run` first")
     con = duckdb.connect(str(db), read_only=True)
     print(f"\nResults in {db.resolve()} (tables: mined, mining_rejects, annotations, eval_metrics, throughput, plans)", file=out)
-    print("\nRows mined per task:", file=out)
-    print(con.sql("SELECT task, count(*) AS rows, count(DISTINCT doc_id) AS docs, count(DISTINCT file) AS files "
-                  "FROM mined GROUP BY task ORDER BY task"), file=out)
-    print("Rejected input records per task:", file=out)
-    print(con.sql("SELECT task, count(*) AS rejected FROM mining_rejects GROUP BY task ORDER BY task"), file=out)
-    print("Eval: proxy vs annotator on held-out samples:", file=out)
-    print(con.sql(
-        "SELECT task, kind, instruction, any_value(n) AS n, "
-        "round(max(value) FILTER (metric IN ('label_f1', 'span_f1')), 3) AS f1, "
-        "round(max(value) FILTER (metric = 'word_f1'), 3) AS word_f1 "
-        "FROM eval_metrics GROUP BY task, kind, instruction ORDER BY task, kind DESC, instruction"), file=out)
-    print("Speed (same plan, same held-out docs; LLM time = original call latencies):", file=out)
-    print(con.sql("SELECT task, executor, docs, round(seconds, 2) AS seconds, round(docs_per_s, 2) AS docs_per_s, tokens "
-                  "FROM throughput ORDER BY task, executor"), file=out)
+    print(file=out)
+    for title, relation in report_tables(con):
+        print(title, file=out)
+        print(relation, file=out)
     con.close()
 
 
@@ -89,9 +81,8 @@ def run(data_dir: Path, force: list[str] | None = None) -> bool:
             sub-task annotations, an unchanged proxy checkpoint).
     """
     os.environ["FALCONER_DATA_DIR"] = str(data_dir)
-    import dagster as dg
-
-    from falconer_assets.definitions import TASK_CHAIN, build_definitions
+    from falconer_assets.assets.keys import MINED, TASK_CHAIN
+    from falconer_assets.definitions import build_definitions
     from falconer_assets.orchestrate import bring_up_to_date, execute
     from falconer_assets.partitions import CORPUS_FILES, task_file_key
 
@@ -101,10 +92,9 @@ def run(data_dir: Path, force: list[str] | None = None) -> bool:
     t0 = time.perf_counter()
     runs = bring_up_to_date(defs, instance, data_dir, Path(os.environ["DAGSTER_HOME"]) / "falconer_automation_cursor")
     for name in force or []:
-        keys = sorted(TASK_CHAIN.resolve(defs.resolve_asset_graph()), key=lambda k: k.to_user_string())
-        runs.append(execute(defs, instance, keys, name, "force"))
+        runs.append(execute(defs, instance, sorted(TASK_CHAIN, key=lambda k: k.to_user_string()), name, "force"))
         for f in instance.get_dynamic_partitions(CORPUS_FILES.name):
-            runs.append(execute(defs, instance, [dg.AssetKey("mined")], str(task_file_key(name, f)), "force"))
+            runs.append(execute(defs, instance, [MINED], str(task_file_key(name, f)), "force"))
     ok = all(r.success for r in runs)
     print(f"\n{len(runs)} run(s), {'all succeeded' if ok else 'SOME FAILED'}, in {time.perf_counter() - t0:.0f} s "
           f"(Dagster instance: {os.environ['DAGSTER_HOME']})")

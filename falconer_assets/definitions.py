@@ -6,6 +6,8 @@ Lineage (``[t]``: partition of task ``t``; ``[t, f]``: task ``t`` x corpus file 
     <corpus>/corpus_sample --+                                          +-> eval[t]
 
 ``task_spec`` and ``corpus_files`` are reported by sensors (see :mod:`falconer_assets.sensors`);
+assets hand data to each other through the warehouse (``data/falconer.duckdb``) and the
+checkpoint folders, not through an IO manager;
 every asset reports a content-hash data version and re-runs only when a parent's data version
 changes (:mod:`falconer_assets.automation`). See docs/lineage.md.
 
@@ -26,20 +28,23 @@ from pathlib import Path
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from falconer_assets.assets.eval import build_eval_asset
-from falconer_assets.assets.annotations import build_annotations_asset, build_corpus_sample_asset
-from falconer_assets.assets.mined import build_mined_asset
-from falconer_assets.assets.plan import build_plan_asset
-from falconer_assets.assets.proxy_checkpoint import build_proxy_checkpoint_asset
+from falconer_assets.assets.annotations import annotations
+from falconer_assets.assets.corpus_sample import corpus_sample_asset
+from falconer_assets.assets.eval import eval_asset
+from falconer_assets.assets.keys import MINED, TASK_CHAIN, corpus_sample_key
+from falconer_assets.assets.mined import mined
+from falconer_assets.assets.plan import plan
+from falconer_assets.assets.proxy_checkpoint import proxy_checkpoint
 from falconer_assets.assets.sources import corpus_files, task_spec
 from falconer_assets.inputs.corpus import corpus_names
 from falconer_assets.partitions import TASKS
 from falconer_assets.resources.llm import LLMResource
 from falconer_assets.resources.proxy import ProxyResource
+from falconer_assets.resources.workspace import Workspace
 from falconer_assets.sensors import MINE_JOB, build_sensors
 
 TASK_CHAIN_JOB = "falconer_task_chain"
-TASK_CHAIN = dg.AssetSelection.assets("plan", "annotations", "proxy_checkpoint", "eval")
+TASK_CHAIN_SELECTION = dg.AssetSelection.assets(*TASK_CHAIN)
 
 
 def default_llm() -> LLMResource:
@@ -62,25 +67,22 @@ def build_definitions(
 
     Args:
         data_dir: folder with ``tasks/*.yaml`` and ``corpora/<corpus>/*.jsonl``; the warehouse
-            ``falconer.duckdb``, LLM cache, checkpoints and IO-manager storage go there too.
-            Tasks and corpus files are read at run time (dynamic partitions); only the list of
-            corpora (one ``<corpus>/corpus_sample`` asset each) is read here.
+            ``falconer.duckdb``, LLM cache and checkpoints go there too. Tasks and corpus files
+            are read at run time (dynamic partitions, :class:`Workspace`); only the list of
+            corpora (one ``<corpus>/corpus_sample`` asset each, all parents of ``annotations``)
+            is read here.
         llm: LLM resource (default: :func:`default_llm`).
         proxy: proxy resource (default: the metamodel base, checkpoints under ``<data_dir>/checkpoints``).
     """
     data_dir = Path(data_dir)
     corpora = corpus_names(data_dir / "corpora")
-    assets = [
-        *(build_corpus_sample_asset(c, data_dir) for c in corpora),
-        build_plan_asset(data_dir),
-        build_annotations_asset(data_dir, corpora),
-        build_proxy_checkpoint_asset(data_dir),
-        build_mined_asset(data_dir),
-        build_eval_asset(data_dir),
-    ]
-    mine_job = dg.define_asset_job(MINE_JOB, selection=dg.AssetSelection.assets("mined"),
+    samples = [corpus_sample_asset(c) for c in corpora]
+    # which corpora exist is data, so annotations' dependency on their samples is added here
+    annotations_def = annotations.map_asset_specs(
+        lambda spec: spec.merge_attributes(deps=[corpus_sample_key(c) for c in corpora]))
+    mine_job = dg.define_asset_job(MINE_JOB, selection=dg.AssetSelection.assets(MINED),
                                    description="mine one (task, corpus file) partition with the task's current proxy")
-    chain_job = dg.define_asset_job(TASK_CHAIN_JOB, selection=TASK_CHAIN, partitions_def=TASKS,
+    chain_job = dg.define_asset_job(TASK_CHAIN_JOB, selection=TASK_CHAIN_SELECTION, partitions_def=TASKS,
                                     description="one task: plan -> annotations -> proxy_checkpoint -> eval")
     sensors, schedules = build_sensors(data_dir, mine_job)
     if proxy is None:
@@ -93,15 +95,15 @@ def build_definitions(
         if not llm.base_url and llm.cache_path == "data/llm_cache.duckdb":
             llm = llm.model_copy(update={"cache_path": str(data_dir / "llm_cache.duckdb")})
     return dg.Definitions(
-        assets=[task_spec, corpus_files, *assets],
+        assets=[task_spec, corpus_files, *samples, plan, annotations_def, proxy_checkpoint, mined, eval_asset],
         jobs=[chain_job, mine_job],
         sensors=sensors,
         schedules=schedules,
         resources={
+            "workspace": Workspace(data_dir=str(data_dir)),
             "llm": llm,
             "proxy": proxy,
             "warehouse": DuckDBResource(database=str(data_dir / "falconer.duckdb")),
-            "io_manager": dg.FilesystemIOManager(base_dir=str(data_dir / "dagster_storage")),
         },
         executor=dg.in_process_executor,
     )

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor  # noqa: PLC2701 (no public path)
 from dagster_shared.serdes import deserialize_value, serialize_value
 
 from falconer_assets import sync
+from falconer_assets.assets.keys import MINED, PLAN
 
 
 @dataclass
@@ -53,12 +53,19 @@ def execute(defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[dg.As
                       time.perf_counter() - t0, trigger)
 
 
-def load_cursor(path: Path) -> AssetDaemonCursor | None:
-    """The automation cursor saved by the last :func:`bring_up_to_date` (``None`` the first time)."""
+def load_cursor(path: Path):
+    """The automation cursor saved by the last :func:`bring_up_to_date` (``None`` the first time, or when
+    the file is unreadable or holds something else).
+
+    The cursor's class (``AssetDaemonCursor``) has no public import path, so it is read back with
+    serdes' own type record instead of an ``as_type`` check, and recognised by its class name; this
+    function is the only place that knows it.
+    """
     try:
-        return deserialize_value(path.read_text(), AssetDaemonCursor)
+        cursor = deserialize_value(path.read_text())
     except (OSError, ValueError):
         return None
+    return cursor if type(cursor).__name__ == "AssetDaemonCursor" else None
 
 
 def bring_up_to_date(defs: dg.Definitions, instance: dg.DagsterInstance, data_dir: Path, cursor_path: Path,
@@ -74,18 +81,19 @@ def bring_up_to_date(defs: dg.Definitions, instance: dg.DagsterInstance, data_di
         The runs executed, in order. A failed run is reported and not retried in this call.
     """
     runs: list[RunSummary] = []
-    task_sync = sync.sync_tasks(data_dir, instance)
+    folder = sync.load_valid_tasks(data_dir)  # read once for the whole sync
+    task_sync = sync.sync_tasks(data_dir, instance, folder)
     sync.apply(instance, task_sync)
     for path, error in task_sync.errors.items():
         log(f"task file {path} left out: {error}")
-    file_sync = sync.new_file_changes(data_dir, instance)
+    file_sync = sync.new_file_changes(data_dir, instance, folder)
     sync.apply(instance, file_sync)
     log(f"sync: tasks {task_sync.summary()}; corpus files {file_sync.summary()}")
     for req in file_sync.run_requests:
-        runs.append(execute(defs, instance, [sync.MINED], str(req.partition_key), "new_corpus_file"))
+        runs.append(execute(defs, instance, [MINED], str(req.partition_key), "new_corpus_file"))
         log(_describe(runs[-1]))
-    for name in sync.plans_built_from_other_specs(data_dir, instance):
-        runs.append(execute(defs, instance, [dg.AssetKey("plan")], name, "plan_built_from_other_spec"))
+    for name in sync.plans_built_from_other_specs(folder, instance):
+        runs.append(execute(defs, instance, [PLAN], name, "plan_built_from_other_spec"))
         log(_describe(runs[-1]))
     asset_keys = defs.resolve_asset_graph().get_all_asset_keys()
     cursor = load_cursor(cursor_path)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from falconer_assets.assets.sources import CORPUS_FILES_KEY, TASK_SPEC
+from falconer_assets.assets.keys import CORPUS_FILES_KEY, MINED, PLAN, PROXY_CHECKPOINT, TASK_SPEC
 from falconer_assets.inputs.corpus import corpus_file_paths, corpus_names
 from falconer_assets.inputs.tasks import Task, TaskError, load_task
 from falconer_assets.versions import file_sha256, task_spec_version
@@ -20,11 +20,6 @@ from falconer_assets.partitions import CORPUS_FILES, TASKS, file_key, split_file
 
 DATA_VERSION_TAG = "dagster/data_version"
 """Tag carrying the data version of a reported materialization (Dagster's ``DATA_VERSION_TAG``)."""
-
-MINED = dg.AssetKey("mined")
-PLAN = dg.AssetKey("plan")
-PROXY_CHECKPOINT = dg.AssetKey("proxy_checkpoint")
-
 
 @dataclass
 class Changes:
@@ -59,21 +54,31 @@ def _reported(key: dg.AssetKey, partition: str, version: str, **metadata) -> dg.
                                    tags={DATA_VERSION_TAG: version})
 
 
-def load_valid_tasks(tasks_dir: Path) -> tuple[dict[str, Task], dict[str, str]]:
-    """Every task file that parses: ``({name: Task}, {path: error})``; a bad file never hides the others."""
+@dataclass(frozen=True)
+class TaskFolder:
+    """The task files of ``data/tasks`` read once: ``tasks`` (``{name: Task}``, every file that parses)
+    and ``errors`` (``{path: error}``); a bad file never hides the others."""
+
+    tasks: dict[str, Task]
+    errors: dict[str, str]
+
+
+def load_valid_tasks(data_dir: Path) -> TaskFolder:
+    """Read every ``<data_dir>/tasks/*.yaml`` (see :class:`TaskFolder`)."""
     tasks, errors = {}, {}
-    for path in sorted(Path(tasks_dir).glob("*.yaml")):
+    for path in sorted((Path(data_dir) / "tasks").glob("*.yaml")):
         try:
             tasks[path.stem] = load_task(path)
         except TaskError as exc:
             errors[str(path)] = str(exc)
-    return tasks, errors
+    return TaskFolder(tasks, errors)
 
 
-def task_changes(data_dir: Path, known: set[str], reported: dict[str, str]) -> Changes:
+def task_changes(folder: TaskFolder, known: set[str], reported: dict[str, str]) -> Changes:
     """Compare ``data/tasks`` with the ``tasks`` partitions (``known``) and the last reported versions.
 
     Args:
+        folder: the task files (:func:`load_valid_tasks`).
         known: current ``tasks`` partition keys.
         reported: ``{task: task_spec version}`` reported before (:func:`reported_task_versions`).
 
@@ -83,9 +88,9 @@ def task_changes(data_dir: Path, known: set[str], reported: dict[str, str]) -> C
         :func:`~falconer_assets.versions.task_spec_version`). A malformed task file is
         left out (an existing partition keeps its last good version) and named in ``errors``.
     """
-    tasks, errors = load_valid_tasks(Path(data_dir) / "tasks")
-    changes = Changes(errors=errors)
-    bad_stems = {Path(p).stem for p in errors}
+    tasks = folder.tasks
+    changes = Changes(errors=dict(folder.errors))
+    bad_stems = {Path(p).stem for p in folder.errors}
     changes.add[TASKS.name] = sorted(set(tasks) - known)
     changes.delete[TASKS.name] = sorted(k for k in known - set(tasks) if k not in bad_stems)
     for name, task in sorted(tasks.items()):
@@ -116,11 +121,12 @@ def _mining_requests(files: list[str], tasks: dict[str, Task], mined_tasks: set[
     return out
 
 
-def new_file_changes(data_dir: Path, instance: dg.DagsterInstance) -> Changes:
+def new_file_changes(data_dir: Path, instance: dg.DagsterInstance, folder: TaskFolder | None = None) -> Changes:
     """New corpus files: register each as a ``corpus_files`` partition, report its content hash, and
     request mining of that file only, once per task over its corpus that already has a proxy
     (a task without one mines every file when its proxy is first trained). Files that are
-    gone have their partition deleted (their mined rows stay in the warehouse)."""
+    gone have their partition deleted (their mined rows stay in the warehouse). ``folder``: the task files
+    if already read (read here otherwise)."""
     files = scan_corpus_files(data_dir)
     known = set(instance.get_dynamic_partitions(CORPUS_FILES.name))
     new = sorted(set(files) - known)
@@ -129,7 +135,8 @@ def new_file_changes(data_dir: Path, instance: dg.DagsterInstance) -> Changes:
     changes.delete[CORPUS_FILES.name] = sorted(known - set(files))
     changes.events = [_reported(CORPUS_FILES_KEY, k, file_sha256(files[k]), path=dg.MetadataValue.path(str(files[k])))
                       for k in new]
-    tasks, changes.errors = load_valid_tasks(Path(data_dir) / "tasks")
+    folder = folder or load_valid_tasks(data_dir)
+    tasks, changes.errors = folder.tasks, dict(folder.errors)
     with_proxy = set(instance.get_materialized_partitions(PROXY_CHECKPOINT)) if new else set()
     changes.run_requests = _mining_requests(new, tasks, with_proxy, "new_corpus_file")
     return changes
@@ -160,8 +167,9 @@ def changed_file_changes(data_dir: Path, instance: dg.DagsterInstance) -> Change
     when that partition was mined; request re-mining where they differ, and report the new hash."""
     files = scan_corpus_files(data_dir)
     known = set(instance.get_dynamic_partitions(CORPUS_FILES.name))
-    tasks, errors = load_valid_tasks(Path(data_dir) / "tasks")
-    changes = Changes(errors=errors)
+    folder = load_valid_tasks(data_dir)
+    tasks = folder.tasks
+    changes = Changes(errors=dict(folder.errors))
     mined = {_task_and_file(k) for k in instance.get_materialized_partitions(MINED)}
     stale: set[tuple[str, str]] = set()
     changed_files = []
@@ -198,7 +206,7 @@ def apply(instance: dg.DagsterInstance, changes: Changes) -> None:
         instance.report_runless_asset_event(event)
 
 
-def plans_built_from_other_specs(data_dir: Path, instance: dg.DagsterInstance) -> list[str]:
+def plans_built_from_other_specs(folder: TaskFolder, instance: dg.DagsterInstance) -> list[str]:
     """Tasks whose latest ``plan`` was built from another task file version than the one on disk now.
 
     The automation conditions see changes between two of their own evaluations; a plan that
@@ -207,7 +215,7 @@ def plans_built_from_other_specs(data_dir: Path, instance: dg.DagsterInstance) -
     first. Compares the ``task_spec_version`` metadata of the latest ``plan`` materialization
     (missing in plans built before it was recorded: those count as current).
     """
-    tasks, _ = load_valid_tasks(Path(data_dir) / "tasks")
+    tasks = folder.tasks
     out = []
     for name in sorted(set(instance.get_dynamic_partitions(TASKS.name)) & set(tasks)):
         built = _metadata_value(latest_materialization(instance, PLAN, name), "task_spec_version")
@@ -231,7 +239,8 @@ def reported_task_versions(instance: dg.DagsterInstance, names: set[str]) -> dic
     return out
 
 
-def sync_tasks(data_dir: Path, instance: dg.DagsterInstance) -> Changes:
-    """:func:`task_changes` against the instance's partitions and reported versions."""
+def sync_tasks(data_dir: Path, instance: dg.DagsterInstance, folder: TaskFolder | None = None) -> Changes:
+    """:func:`task_changes` against the instance's partitions and reported versions (``folder``: the task
+    files if already read)."""
     known = set(instance.get_dynamic_partitions(TASKS.name))
-    return task_changes(data_dir, known, reported_task_versions(instance, known))
+    return task_changes(folder or load_valid_tasks(data_dir), known, reported_task_versions(instance, known))

@@ -36,7 +36,7 @@ PLAN, ANNOTATIONS, PROXY, MINED = (dg.AssetKey(k) for k in ("plan", "annotations
 
 def _proxy(data_dir, epochs=6, **kw) -> ProxyResource:
     # plain MiniLM with the pre-metamodel recipe: these tests check the pipeline, and this
-    # recipe (core.proxy.FRESH_HEAD_RECIPE) learns the tiny scripted task in few epochs
+    # recipe (proxy.training.FRESH_HEAD_RECIPE) learns the tiny scripted task in few epochs
     return ProxyResource(base_model="minilm", epochs=epochs, lr=3e-4, head_lr=3e-3, tag_weight=5.0,
                          dev_fraction=0.0, checkpoint_dir=str(data_dir / "checkpoints"), **kw)
 

@@ -29,7 +29,7 @@ from falconer_assets.llm.prompts import (
 from falconer_assets.llm.cache import LLMCache, cache_key
 from falconer_assets.llm.client import ChatLLM
 from falconer_assets.llm.embedded import LlamaServer, LlamaServerError, ModelNotInstalledError, ensure_gguf
-from falconer_assets.resources import LLMResource
+from falconer_assets.resources.llm import LLMResource
 from falconer_assets_tests.conftest import ZERO_AD
 
 MSGS = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Is 0 A.D. a game?"}]

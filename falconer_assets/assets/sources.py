@@ -9,10 +9,8 @@ or changed. That is what makes ``plan`` stale after an instruction edit, and wha
 
 import dagster as dg
 
+from falconer_assets.assets.keys import CORPUS_FILES_KEY, TASK_SPEC
 from falconer_assets.partitions import CORPUS_FILES, TASKS
-
-TASK_SPEC = dg.AssetKey("task_spec")
-CORPUS_FILES_KEY = dg.AssetKey("corpus_files")
 
 task_spec = dg.AssetSpec(
     TASK_SPEC,

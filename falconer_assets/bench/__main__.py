@@ -1,9 +1,9 @@
 """``python -m falconer_assets.bench quality [--quick] [--out DIR]``: proxy learning curves.
 
 Writes ``<out>/quality.json`` (every point; a re-run resumes from it), ``quality.md`` (the
-table), ``quality.png`` (all panels) and ``quality_<dataset>.png`` (one panel each, shown by
-the ``eval`` asset), and prints the table. Default ``--out``: ``docs/bench`` for the full
-grid, ``data/bench_quick`` for ``--quick``.
+table), ``quality.png`` (all panels) and ``quality_<dataset>.png`` (one panel each), and prints the
+table. The learning curves belong to this command; the ``eval`` asset does not read them.
+Default ``--out``: ``docs/bench`` for the full grid, ``data/bench_quick`` for ``--quick``.
 """
 
 from __future__ import annotations

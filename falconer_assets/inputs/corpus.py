@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 MAX_TEXT_CHARS = 20_000
@@ -133,3 +134,36 @@ def read_corpus_files(paths: list[Path]) -> tuple[list[Document], list[Reject]]:
                 first_file[d.id] = Path(path).name
                 docs.append(d)
     return docs, rejects
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A corpus folder read whole: its valid documents (ids unique across files) and its rejects.
+
+    Attributes:
+        name: the folder name under ``corpora/``.
+        docs: documents in file order, then line order.
+        rejects: bad lines of every file (see :func:`read_corpus_files`).
+    """
+
+    name: str
+    docs: tuple[Document, ...]
+    rejects: tuple[Reject, ...]
+
+    @cached_property
+    def by_id(self) -> dict[str, Document]:
+        """``{doc_id: Document}``."""
+        return {d.id: d for d in self.docs}
+
+
+def read_corpus_folder(corpora_dir: str | Path, corpus: str) -> Corpus:
+    """Read every file of ``<corpora_dir>/<corpus>/*.jsonl`` as one :class:`Corpus`.
+
+    Raises:
+        FileNotFoundError: the folder has no ``*.jsonl`` file (the message names the folder).
+    """
+    paths = corpus_file_paths(corpora_dir, corpus)
+    if not paths:
+        raise FileNotFoundError(f"corpus {corpus!r} has no file: expected {Path(corpora_dir) / corpus}/*.jsonl")
+    docs, rejects = read_corpus_files(paths)
+    return Corpus(corpus, tuple(docs), tuple(rejects))

@@ -1,5 +1,2 @@
-"""Dagster resources (thin wrappers over ``falconer_assets.core``)."""
-
-from falconer_assets.resources.llm import LLMResource
-
-__all__ = ["LLMResource"]
+"""Dagster resources: the data folder (:class:`~falconer_assets.resources.workspace.Workspace`), the LLM and
+the proxy settings; thin wrappers over the domain packages below the Dagster layer."""
