@@ -6,15 +6,18 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _lint_imports(root: Path) -> subprocess.CompletedProcess:
-    """``lint-imports`` on the package under ``root`` with ``root``'s pyproject.toml."""
+    """``lint-imports`` on the package under ``root`` with ``root``'s pyproject.toml (the script installed
+    beside this interpreter, so a stale PATH or shim does not matter)."""
     env = {**os.environ, "PYTHONPATH": str(root)}
-    return subprocess.run(["lint-imports", "--no-cache"], cwd=root, env=env, capture_output=True, text=True,
+    script = Path(sys.executable).with_name("lint-imports")
+    return subprocess.run([str(script) if script.exists() else "lint-imports", "--no-cache"], cwd=root, env=env, capture_output=True, text=True,
                           timeout=300)
 
 
