@@ -78,8 +78,8 @@ class PretrainRecipe:
         Every field counts; the training fields outside :data:`_KEYED_TRAIN_FIELDS` only when they
         differ from :data:`_UNKEYED_TRAIN_DEFAULTS`.
         """
-        payload: dict = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "train"}
-        train = self.train.model_dump()
+        payload = self.as_dict()
+        train = payload.pop("train")
         payload.update({k: train[k] for k in _KEYED_TRAIN_FIELDS})
         payload.update({k: v for k, v in train.items()
                         if k not in _KEYED_TRAIN_FIELDS and v != _UNKEYED_TRAIN_DEFAULTS.get(k)})
