@@ -35,18 +35,18 @@ class MiningStats:
         return self.docs_in / self.seconds if self.seconds > 0 else 0.0
 
 
-def result_rows(doc_id: str, result: dict | None) -> list[MinedRow]:
-    """Flatten one plan result (``None`` or ``{field: list[Span] | bool}``) into rows."""
+def result_rows(doc_id: str, result: dict | None, executor: str = "proxy") -> list[MinedRow]:
+    """Flatten one plan result (``None`` or ``{field: list[Span] | bool}``) into rows marked ``executor``."""
     if result is None:
         return []
     rows: list[MinedRow] = []
     for name, value in result.items():
         if isinstance(value, bool):
-            rows.append(MinedRow(doc_id, name, "true" if value else "false", None, None, 1.0))
+            rows.append(MinedRow(doc_id, name, "true" if value else "false", None, None, 1.0, executor))
             continue
         for span in value:
             assert isinstance(span, Span)
-            rows.append(MinedRow(doc_id, name, span.text, span.start, span.end, float(span.score)))
+            rows.append(MinedRow(doc_id, name, span.text, span.start, span.end, float(span.score), executor))
     return rows
 
 
@@ -62,12 +62,16 @@ def mine_documents(
     get_span: Callable[[list[str], str], list[list[Span]]],
     batch_size: int = 256,
     log: Callable[[str], None] = lambda _msg: None,
+    executor_of: Callable[[str], str] = lambda _text: "proxy",
 ) -> tuple[list[MinedRow], list[RejectRow], MiningStats]:
     """Execute ``plan`` over ``docs`` in batches of ``batch_size`` documents.
 
     A batch whose plan run raises :class:`PlanRuntimeError` is retried one document at a time;
     a document that still fails is rejected with the error text, so one bad record never sinks
     the corpus.
+
+    ``executor_of(text)`` names who answered a document (asked after its batch ran; the cascade's
+    ``"llm"`` for documents it routed, see :mod:`falconer_assets.cascade`); it marks the rows.
 
     Returns:
         ``(rows, rejects, stats)``; a reject names the document and the plan error (``line_no`` ``None``).
@@ -83,7 +87,7 @@ def mine_documents(
     t0 = time.perf_counter()
 
     def keep(doc: Document, result: dict | None) -> None:
-        doc_rows = result_rows(doc.id, result)
+        doc_rows = result_rows(doc.id, result, executor_of(doc.text))
         stats.docs_processed += 1
         stats.docs_retrieved += result is not None
         rows.extend(doc_rows)

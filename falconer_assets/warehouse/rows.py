@@ -117,10 +117,12 @@ class PlanRecord:
 
 @dataclass(frozen=True)
 class MinedRow:
-    """One output value of a plan on one document: ``(doc_id, field, value, start, end, score)``.
+    """One output value of a plan on one document: ``(doc_id, field, value, start, end, score, executor)``.
 
     ``start``/``end`` are character offsets into the document text for span fields and ``None``
-    for boolean fields (whose ``value`` is ``"true"``/``"false"``).
+    for boolean fields (whose ``value`` is ``"true"``/``"false"``). ``executor`` says who answered
+    the document's primitive calls: ``"proxy"``, or ``"llm"`` when the cascade sent at least one of
+    them to the LLM (:mod:`falconer_assets.cascade`).
     """
 
     doc_id: str
@@ -129,6 +131,7 @@ class MinedRow:
     start: int | None
     end: int | None
     score: float
+    executor: str = "proxy"
 
 
 @dataclass(frozen=True)

@@ -144,7 +144,7 @@ def write_mining_partition(conn: duckdb.DuckDBPyConnection, task: str, file: str
     replace_slices(conn, [
         Slice("mined", {"task": task, "file": file}, [
             {"task": task, "file": file, "doc_id": r.doc_id, "field": r.field, "value": r.value,
-             "start": r.start, "end": r.end, "score": r.score} for r in rows]),
+             "start": r.start, "end": r.end, "score": r.score, "executor": r.executor} for r in rows]),
         Slice("mined", {"task": task, "file": None}),
         Slice("mining_rejects", {"task": task, "file": file}, [
             {"task": task, "file": file, "doc_id": r.doc_id, "line_no": r.line_no, "reason": r.reason}

@@ -27,7 +27,7 @@ SCHEMA: dict[str, str] = {
     ),
     "mined": (
         'task VARCHAR, doc_id VARCHAR, field VARCHAR, value VARCHAR, "start" INTEGER, "end" INTEGER, score DOUBLE, '
-        "file VARCHAR"
+        "file VARCHAR, executor VARCHAR"
     ),
     "mining_rejects": "task VARCHAR, doc_id VARCHAR, line_no INTEGER, reason VARCHAR, file VARCHAR",
     "eval_metrics": "task VARCHAR, kind VARCHAR, instruction VARCHAR, n INTEGER, metric VARCHAR, value DOUBLE",
