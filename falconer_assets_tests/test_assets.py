@@ -132,6 +132,17 @@ def test_whole_graph_materializes(materialized, tmp_path):
     assert 0.0 <= metrics[("label", "label_f1")] <= 1.0
     assert metrics[("label", "label_f1")] >= 0.6, metrics
     assert 0.0 <= metrics[("span", "span_f1")] <= 1.0
+    # each F1 has its 95% document-bootstrap interval as two more rows, bracketing the point value,
+    # over the n = 10 held-out docs (40 sampled, a quarter held out)
+    ns = dict(((k, m), n) for k, m, n in con.execute(
+        "SELECT kind, metric, n FROM eval_metrics WHERE task = ?", [TASK]).fetchall())
+    for kind, f1 in (("label", "label_f1"), ("span", "span_f1"), ("span", "word_f1")):
+        low, high = metrics[(kind, f"{f1}_low")], metrics[(kind, f"{f1}_high")]
+        assert 0.0 <= low <= metrics[(kind, f1)] <= high <= 1.0, (f1, low, metrics[(kind, f1)], high)
+        assert ns[(kind, f"{f1}_low")] == ns[(kind, f1)] == 10
+    eval_table = latest_metadata(instance, dg.AssetKey("eval"), TASK)["metrics"].value
+    assert "F1 [95% CI]" in eval_table and "n (heldout docs)" in eval_table
+    assert f"{metrics[('label', 'label_f1')]:.2f} [{metrics[('label', 'label_f1_low')]:.2f}, " in eval_table
     speed = dict(con.execute("SELECT executor, docs_per_s FROM throughput WHERE task = ?", [TASK]).fetchall())
     assert speed["proxy"] > speed["llm"] > 0
     con.close()

@@ -42,10 +42,14 @@ def eval_asset(context: dg.AssetExecutionContext, config: EvalConfig, workspace:
 
     Metrics (rows of `eval_metrics`): label precision/recall/F1 for label sub-tasks; seqeval exact
     span P/R/F1 and word-level P/R/F1 for span sub-tasks, proxy against the annotator on the held-out
-    split. Speed (rows of `throughput`): the plan run by the proxy and by the LLM on the same
-    `speed_docs` held-out documents; the LLM time is the sum of the original call latencies
-    (recorded in the LLM cache, so a cached re-run reports the real cost). Data version: hash of
-    the metric rows.
+    split. Each F1 also has the rows `<f1>_low` and `<f1>_high`: its 95% bootstrap interval over the
+    held-out documents (1,000 resamples of whole documents, seed 0). Read `F1 [low, high]` in the
+    table with its n (held-out docs; gold positives or spans): the held-out split is small, so the
+    proxy's F1 on more documents like these is plausibly anywhere in the interval, and two F1s
+    whose intervals overlap widely are not shown to differ. Speed (rows of `throughput`): the plan
+    run by the proxy and by the LLM on the same `speed_docs` held-out documents; the LLM time is the
+    sum of the original call latencies (recorded in the LLM cache, so a cached re-run reports the
+    real cost). Data version: hash of the metric rows (the interval rows included).
     """
     task = workspace.task(context.partition_key)
     docs = workspace.corpus(task.corpus).by_id
@@ -83,21 +87,28 @@ def _score(model: NTEProxy, kind: str, instruction: str, items: list[AnnotationR
     return score_span_subtask(instruction, texts, [list(r.spans) for r in items], model.get_span(texts, instruction))
 
 
+def _f1_cell(m: dict[str, float], name: str) -> str:
+    """``"F1 [low, high]"`` of metric ``name`` (2 decimals: the interval makes a third meaningless)."""
+    return f"{m[name]:.2f} [{m[name + '_low']:.2f}, {m[name + '_high']:.2f}]"
+
+
 def _metadata(scores: list[SubtaskScore], speed: list[Throughput]) -> dict:
-    """The web UI's eval tables, per-kind mean F1s and the proxy/LLM speed comparison."""
+    """The web UI's eval tables (F1s with their 95% intervals), per-kind mean F1s and the proxy/LLM
+    speed comparison."""
     table = []
     for s in scores:
         m = s.metrics
         if s.kind == "label":
-            table.append([s.kind, s.instruction, s.n, m["label_precision"], m["label_recall"], m["label_f1"], "", ""])
+            table.append([s.kind, s.instruction, s.n, int(m["gold_positive"]), f"{m['label_precision']:.2f}",
+                          f"{m['label_recall']:.2f}", _f1_cell(m, "label_f1"), ""])
         else:
-            table.append([s.kind, s.instruction, s.n, m["span_precision"], m["span_recall"], m["span_f1"],
-                          m["word_f1"], int(m["gold_spans"])])
+            table.append([s.kind, s.instruction, s.n, int(m["gold_spans"]), f"{m['span_precision']:.2f}",
+                          f"{m['span_recall']:.2f}", _f1_cell(m, "span_f1"), _f1_cell(m, "word_f1")])
     proxy_speed, llm_speed = speed
     metadata = {
         "metrics": dg.MetadataValue.md(md_table(
-            ["kind", "instruction", "heldout docs", "precision", "recall", "F1 (label / span exact)",
-             "word F1", "gold spans"], table)),
+            ["kind", "instruction", "n (heldout docs)", "gold positives / spans", "precision", "recall",
+             "F1 [95% CI] (label / span exact)", "word F1 [95% CI]"], table)),
         "speed": dg.MetadataValue.md(md_table(
             ["executor", "docs", "seconds", "docs/s", "tokens"],
             [[t.executor, t.docs, round(t.seconds, 2), round(t.docs_per_s, 2), t.tokens] for t in speed])),
