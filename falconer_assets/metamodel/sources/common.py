@@ -1,6 +1,6 @@
 """What every offline pre-training/benchmark source shares: the record type and the split.
 
-:class:`LabeledText` is the one record type all four sources load into (see the package
+:class:`LabeledText` is the one record type all five sources load into (see the package
 docstring for the sources). Every record carries a ``split``, ``"pretrain"`` or ``"test"``,
 decided by :func:`split_of` from a SHA-1 of the record id, so it is the same on every machine and
 Python run; near-duplicate texts within a source are kept on one side by :func:`grouped_splits`
@@ -49,7 +49,7 @@ _WS = re.compile(r"\s+")
 PRETRAIN = "pretrain"
 TEST = "test"
 SPLITS = (PRETRAIN, TEST)
-SOURCES = ("wnut16", "debian", "spam", "debian_silver")
+SOURCES = ("wnut16", "debian", "spam", "debian_silver", "conll2003")
 
 
 # --------------------------------------------------------------------------------------------
@@ -64,7 +64,8 @@ class LabeledText:
     Attributes:
         id: stable id, unique within its source: ``"wnut16:<index>"`` (0-based tweet index in
             the file), ``"debian:<package>"`` (``debian`` and ``debian_silver`` share the id of the
-            same package on purpose, so both land in the same split), ``"spam:<class>/<file stem>"``.
+            same package on purpose, so both land in the same split), ``"spam:<class>/<file stem>"``,
+            ``"conll2003:<part>/<article>/<sentence>"``.
             ``(source, id)`` is unique across sources.
         source: one of :data:`SOURCES`.
         text: the document text (Python ``str``; offsets are code points).
