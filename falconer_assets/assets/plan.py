@@ -6,16 +6,23 @@ from dagster_duckdb import DuckDBResource
 from falconer_assets.assets.keys import PLAN, TASK_SPEC
 from falconer_assets.assets.metadata import md_table
 from falconer_assets.automation import on_change
+from falconer_assets.inputs.tasks import QualityTarget
 from falconer_assets.partitions import TASKS
-from falconer_assets.plan.planner import plan_with_retries
+from falconer_assets.plan.planner import PLANNER_MAX_TOKENS, plan_with_retries
 from falconer_assets.plan.sandbox import PlanValidationError
 from falconer_assets.resources.llm import LLMResource
 from falconer_assets.resources.workspace import Workspace
-from falconer_assets.versions import task_spec_version
+from falconer_assets.versions import digest, task_spec_version
 from falconer_assets.warehouse.rows import PlanRecord
 from falconer_assets.warehouse.store import write_plan
 
-PLANNER_MAX_TOKENS = 768
+
+
+def plan_data_version(ast_hash: str, quality: QualityTarget | None) -> str:
+    """The plan's data version: its AST hash, plus the task's cascade target when it has one."""
+    if quality is None:
+        return ast_hash[:16]
+    return f"{ast_hash[:16]}-q{digest(quality.model_dump())[:8]}"
 
 
 @dg.asset(
@@ -34,7 +41,9 @@ def plan(context: dg.AssetExecutionContext, workspace: Workspace, llm: LLMResour
     (validated the same way), else asks the LLM planner with up to 3 attempts, feeding
     validation errors back. The plan is stored in the warehouse table `plans`, where `annotations`,
     `eval` and `mined` read it. Data version: the hash of the normalized plan AST, so a comment or
-    whitespace edit changes nothing downstream. Blocking check `has_primitive_calls` fails when
+    whitespace edit changes nothing downstream; with a `quality:` block in the task file, plus the
+    block's hash, so editing the cascade target re-runs `mined` and `eval` (the annotations and the
+    proxy keep their versions: nothing is re-annotated or retrained). Blocking check `has_primitive_calls` fails when
     the plan makes no get_label/get_span call.
     """
     task = workspace.task(context.partition_key)
@@ -70,7 +79,7 @@ def plan(context: dg.AssetExecutionContext, workspace: Workspace, llm: LLMResour
             "attempts": len(attempts),
             "ast_hash": validated.ast_hash,
         },
-        data_version=dg.DataVersion(validated.ast_hash[:16]),
+        data_version=dg.DataVersion(plan_data_version(validated.ast_hash, task.quality)),
     )
     yield dg.AssetCheckResult(
         check_name="has_primitive_calls", asset_key=PLAN, passed=len(calls) > 0, metadata={"num_calls": len(calls)},

@@ -9,6 +9,11 @@ A task file looks like::
     fields:
       - name: genre
         description: the genre of the game
+    quality:                     # optional: the proxy -> LLM cascade with a guarantee
+      target: recall             # recall | precision (of the label sub-tasks, vs the annotator)
+      value: 0.9                 # the target...
+      delta: 0.1                 # ...holds with probability >= 1 - delta
+      llm_budget: 0.2            # share of documents the LLM may answer beyond what the target needs
 
 An optional user-edited plan ``data/tasks/<name>.plan.py`` replaces the LLM planner.
 """
@@ -18,7 +23,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+import pydantic
 import yaml
 
 TASK_KINDS = ("basic", "query-based", "multi-entity")
@@ -27,6 +34,30 @@ _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 class TaskError(ValueError):
     """A task file is malformed; the message names the file and the problem."""
+
+
+class QualityTarget(pydantic.BaseModel):
+    """A task's ``quality:`` block: what the proxy -> LLM cascade must guarantee.
+
+    Attributes:
+        target: ``"recall"`` or ``"precision"`` of each label sub-task's answers against the annotator
+            (for span sub-tasks, the per-document agreement with the annotator; see
+            :mod:`falconer_assets.cascade`).
+        value: the target, in (0, 1).
+        delta: the target holds with probability at least ``1 - delta``, in (0, 1).
+        llm_budget: the share of held-out documents, in [0, 1], that the uncertain band may send to the
+            LLM beyond what the target needs (it improves the other side: precision for a recall target).
+
+    Raises:
+        pydantic.ValidationError: a missing or out-of-range field, or an unknown key.
+    """
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    target: Literal["recall", "precision"]
+    value: float = pydantic.Field(gt=0, lt=1)
+    delta: float = pydantic.Field(default=0.1, gt=0, lt=1)
+    llm_budget: float = pydantic.Field(default=0.2, ge=0, le=1)
 
 
 @dataclass(frozen=True)
@@ -48,6 +79,7 @@ class Task:
         corpus: corpus name; documents live in ``<data_dir>/corpora/<corpus>/*.jsonl``.
         fields: output fields the plan must fill.
         path: the YAML file it came from.
+        quality: the optional cascade target (``None``: the proxy answers everything, as without one).
     """
 
     name: str
@@ -56,6 +88,7 @@ class Task:
     corpus: str
     fields: tuple[Field, ...]
     path: Path
+    quality: QualityTarget | None = None
 
     @property
     def plan_override_path(self) -> Path:
@@ -72,7 +105,8 @@ def load_task(path: str | Path) -> Task:
 
     Raises:
         TaskError: unreadable YAML, a missing/empty key, an unknown ``kind``, a bad name,
-            a name that differs from the file stem, or malformed/duplicate fields.
+            a name that differs from the file stem, malformed/duplicate fields, or a bad
+            ``quality`` block (the message names the field).
     """
     path = Path(path)
     try:
@@ -103,6 +137,16 @@ def load_task(path: str | Path) -> Task:
         fields.append(Field(str(f["name"]), str(f.get("description", ""))))
     if len({f.name for f in fields}) != len(fields):
         raise TaskError(f"{path}: duplicate field names")
+    quality = None
+    if raw.get("quality") is not None:
+        if not isinstance(raw["quality"], dict):
+            raise TaskError(f"{path}: 'quality' must be a mapping like {{target: recall, value: 0.9, delta: 0.1, "
+                            f"llm_budget: 0.2}}, got {raw['quality']!r}")
+        try:
+            quality = QualityTarget(**raw["quality"])
+        except pydantic.ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'quality'}: {e['msg']}" for e in exc.errors())
+            raise TaskError(f"{path}: bad 'quality' block: {problems}") from exc
     return Task(
         name=name,
         kind=kind,
@@ -110,6 +154,7 @@ def load_task(path: str | Path) -> Task:
         corpus=str(raw["corpus"]),
         fields=tuple(fields),
         path=path,
+        quality=quality,
     )
 
 

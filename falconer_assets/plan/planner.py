@@ -98,6 +98,10 @@ Output fields:
 ```"""
 
 
+PLANNER_MAX_TOKENS = 768
+"""Generated-token limit of one planner call (a plan is a few hundred tokens)."""
+
+
 def _format_fields(fields: Sequence[dict]) -> str:
     lines = []
     for f in fields:
