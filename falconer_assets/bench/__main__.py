@@ -31,7 +31,23 @@ def main(argv: list[str] | None = None) -> int:
                    help="examples seen per fine-tuning run (default: the plan's; see train_config)")
     q.add_argument("--report", action="store_true",
                    help="only re-render the table and plots from the points already computed")
+    e = sub.add_parser("e2e", help="whole Falconer runs vs gold: LLM alone, proxy, cascade")
+    e.add_argument("--quick", action="store_true", help="one small task, a few minutes")
+    e.add_argument("--tasks", default=None, help="comma list (default: all; --quick: debian_games)")
+    e.add_argument("--out", default=None)
+    e.add_argument("--work", default=None, help="checkpoints, raw outputs and the LLM cache (default data/bench_e2e)")
+    e.add_argument("--stages", choices=("llm", "all"), default="all",
+                   help="llm: only plan, annotate and the LLM-alone run (warms the LLM cache)")
+    e.add_argument("--llm-docs", type=int, default=None, help="LLM-alone on a seeded subset of the test docs")
+    e.add_argument("--test-docs", type=int, default=None)
+    e.add_argument("--model", default=None, help="embedded model name, or a remote model with --base-url")
+    e.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint for the LLM")
+    e.add_argument("--base-model", default=None, help="proxy base: metamodel, minilm, mpnet")
+    e.add_argument("--force", action="store_true", help="re-run tasks that already have results")
+    e.add_argument("--report", action="store_true", help="only rebuild the report from the raw outputs")
     args = parser.parse_args(argv)
+    if args.cmd == "e2e":
+        return _e2e(args)
 
     import dataclasses
 
@@ -70,6 +86,35 @@ def main(argv: list[str] | None = None) -> int:
     for d in plan.datasets:
         qb.plot(rows, plan, out / f"quality_{d}.png", dataset=d)
     print(table)
+    return 0
+
+
+def _e2e(args) -> int:
+    """``bench e2e``: see :mod:`falconer_assets.bench.e2e`."""
+    import dataclasses
+
+    import torch
+
+    from falconer_assets.bench import e2e
+
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+    settings = e2e.QUICK if args.quick else e2e.FULL
+    updates = {k: v for k, v in (("llm_docs", args.llm_docs), ("test_docs", args.test_docs), ("llm_model", args.model),
+                                 ("base_url", args.base_url), ("base_model", args.base_model)) if v is not None}
+    settings = dataclasses.replace(settings, **updates)
+    tasks = args.tasks.split(",") if args.tasks else (["debian_games"] if args.quick else list(e2e.GOLD_TASKS))
+    out = Path(args.out or ("data/bench_quick" if args.quick else "docs/bench"))
+    work = Path(args.work or ("data/bench_e2e_quick" if args.quick else "data/bench_e2e"))
+    t0 = time.perf_counter()
+    scores = e2e.run(tasks, settings, out, work, log=lambda m: print(m, flush=True), stages=args.stages,
+                     force=args.force, report_only=args.report)
+    header = (f"# End-to-end gold benchmark{' (quick)' if args.quick else ''}\n\n"
+              f"Command: `python -m falconer_assets.bench e2e{' --quick' if args.quick else ''}`. "
+              f"LLM: {settings.llm_model}; proxy base: {settings.base_model}; this invocation "
+              f"{(time.perf_counter() - t0) / 60:.1f} min.\n\n![F1 vs LLM share](e2e.png)\n\n")
+    text = e2e.markdown(scores, settings, header)
+    (out / "e2e.md").write_text(text)
+    print(text)
     return 0
 
 
