@@ -102,6 +102,11 @@ def _e2e(args) -> int:
     updates = {k: v for k, v in (("llm_docs", args.llm_docs), ("test_docs", args.test_docs), ("llm_model", args.model),
                                  ("base_url", args.base_url), ("base_model", args.base_model)) if v is not None}
     settings = dataclasses.replace(settings, **updates)
+    if settings.base_model in ("minilm", "mpnet"):  # a fresh head needs the fresh-head recipe (docs/proxy.md)
+        from falconer_assets.proxy.training import FRESH_HEAD_RECIPE
+
+        keep = {k: getattr(settings.train, k) for k in ("epochs", "patience")}
+        settings = dataclasses.replace(settings, train=FRESH_HEAD_RECIPE.model_copy(update=keep))
     tasks = args.tasks.split(",") if args.tasks else (["debian_games"] if args.quick else list(e2e.GOLD_TASKS))
     out = Path(args.out or ("data/bench_quick" if args.quick else "docs/bench"))
     work = Path(args.work or ("data/bench_e2e_quick" if args.quick else "data/bench_e2e"))
