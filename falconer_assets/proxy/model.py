@@ -431,6 +431,32 @@ class NTEProxy:
             out[i] = nte.decode_spans(texts[i], encs[i], probs)
         return out
 
+    def get_span_with_confidence(
+        self, texts: list[str], instruction: str, batch_size: int = 32
+    ) -> tuple[list[list[Span]], list[float]]:
+        """:meth:`get_span` plus one document-level confidence per text (for the cascade's span bands).
+
+        The confidence, in [0, 1], is the smallest over the text's words (first sub-token, the one
+        :func:`nte.decode_spans` reads) of the probability of the tag the decoder chose (argmax of
+        O/B/I): the least sure word decides whether the answer is exactly right. 1.0 for a text
+        with no word. One forward pass serves both.
+
+        Returns:
+            ``(spans, confidences)``, same order as ``texts``; ``spans`` equal :meth:`get_span`'s.
+
+        Raises:
+            ValueError: blank instruction, ``batch_size < 1``. TypeError: non-str text.
+        """
+        encs = [nte.encode_span(self.tokenizer, t, instruction, None, self.max_length) for t in texts]
+        out: list[list[Span]] = [[] for _ in texts]
+        conf = [1.0] * len(texts)
+        for i, probs in self._predict(encs, batch_size):
+            out[i] = nte.decode_spans(texts[i], encs[i], probs)
+            firsts = [w[0] for w in encs[i].words]
+            if firsts:
+                conf[i] = float(probs[firsts].max(axis=1).min())
+        return out, conf
+
     def get_label_scores(self, texts: list[str], instruction: str, batch_size: int = 32) -> list[float]:
         """``P(Yes)`` in [0, 1] for each text (see :func:`nte.label_score`), same order.
 
