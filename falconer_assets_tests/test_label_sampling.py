@@ -269,10 +269,14 @@ def test_extra_label_docs_are_train_only_and_outside_the_sample(heuristic_runs):
     n_train = sum(s == "train" for s in sample.values())
     assert len(sample) == 10 and 0 < n_train < 10
 
-    extra = [r for r in rows_on if r[4] != "sample"]
+    extra = [r for r in rows_on if r[4] != "sample" and r[0] == "label"]
     assert len(extra) == n_train  # label_extra_ratio 1.0: one extra per training doc of the sample
-    assert {r[0] for r in extra} == {"label"} and {r[1] for r in extra} == {GAME_Q}  # label sub-task only
+    assert {r[1] for r in extra} == {GAME_Q}
     assert {r[3] for r in extra} == {"train"}
+    # the span sub-task is annotated on the label sub-task's likely positives too (train split), nothing else
+    span_extra = [r for r in rows_on if r[4] != "sample" and r[0] == "span"]
+    assert sorted(r[2] for r in span_extra) == sorted(r[2] for r in extra if r[4] == "likely_positive")
+    assert {(r[3], r[4]) for r in span_extra} == {("train", "likely_positive")}
     assert not {r[2] for r in extra} & set(sample)  # never a sampled (let alone held-out) doc
     assert Counter(r[4] for r in extra) == {"random": 2, "likely_positive": 4, "likely_negative": 2}
     # every sampled doc still has both sub-tasks, with the sample's own split
@@ -300,6 +304,7 @@ def test_extra_label_docs_are_train_only_and_outside_the_sample(heuristic_runs):
                         if k == "label" and origin == "sample" and split == "train" and label)
     assert float(rates[0]) == pytest.approx(n_games_train / n_train, abs=1e-4)
     assert meta["extra_label_annotations"].value == n_train
+    assert meta["extra_span_annotations"].value == len(span_extra) == 4
     assert meta["annotations"].value == len(rows_on)
     assert meta["sub_tasks_annotated"].value == 2 and meta["sub_tasks_reused"].value == 0
     # the same numbers, machine-readable
@@ -317,8 +322,10 @@ def test_heuristic_off_reproduces_the_random_sample_only_and_is_deterministic(he
     assert rows_off == [r for r in rows_on if r[4] == "sample"]
     assert meta_off["extra_label_annotations"].value == 0
     assert _heuristic_table(meta_off) == {}
-    # the span sub-task does not depend on the heuristic: its cached annotations are reused
-    assert meta_off["sub_tasks_reused"].value == 1 and meta_off["sub_tasks_annotated"].value == 1
+    # the span sub-task's extra docs are the label sub-task's likely positives: without them its rows
+    # (and cache key) differ, so it is annotated again (on the sample only)
+    assert meta_off["sub_tasks_reused"].value == 0 and meta_off["sub_tasks_annotated"].value == 2
+    assert meta_off["extra_span_annotations"].value == 0
     # with the cache emptied, the heuristic scores and picks again: same seed, same picks and reasons
     assert meta_again["sub_tasks_annotated"].value == 2 and meta_again["sub_tasks_reused"].value == 0
     assert rows_again == rows_on

@@ -44,10 +44,13 @@ def annotations(context: dg.AssetExecutionContext, config: AnnotationsConfig, wo
     Every unique sub-task `(kind, instruction)` of the plan is annotated on every sampled doc
     (`origin` "sample", the sample's split). With `label_heuristic` on, each label sub-task is also
     annotated on extra training docs scored zero-shot by the proxy base (`origin` = why it was picked,
-    split "train"). Span answers are aligned to character offsets; answers not found in the text are
-    dropped and counted. Sub-tasks are cached in `subtask_annotations`: a new plan that reuses three
-    of four sub-tasks pays the LLM for the fourth only. Writes the task's rows of `annotations`.
-    Data version: the set of (kind, instruction, doc, split, label, spans), so an unchanged
+    split "train"), and each span sub-task on the union of the label sub-tasks' likely positives
+    (`origin` "likely_positive", split "train"), so an extraction that occurs only in the rare
+    positives (a game's genre) gets training spans. Span answers are aligned to character offsets;
+    answers not found in the text are dropped and counted. Sub-tasks are cached in
+    `subtask_annotations`: a new plan that reuses three of four sub-tasks pays the LLM for the fourth
+    only (a span sub-task's key includes the plan's label questions and the heuristic settings).
+    Writes the task's rows of `annotations`. Data version: the set of (kind, instruction, doc, split, label, spans), so an unchanged
     annotation set leaves `proxy_checkpoint` fresh. Blocking check `nonempty`.
     """
     task = workspace.task(context.partition_key)
@@ -105,7 +108,8 @@ def _metadata(result: AnnotationResult, config: AnnotationsConfig) -> dict:
     heuristic = {st.instruction: st.heuristic_summary() for st in result.sub_tasks
                  if st.kind == "label" and any(r.origin != "sample" for r in st.rows)}
     return {
-        "extra_label_annotations": sum(s["extra_docs"] for s in summary),
+        "extra_label_annotations": sum(s["extra_docs"] for s in summary if s["kind"] == "label"),
+        "extra_span_annotations": sum(s["extra_docs"] for s in summary if s["kind"] == "span"),
         "sub_tasks": dg.MetadataValue.md(md_table(
             ["kind", "instruction", "sample docs", "extra docs", "yes labels / spans", "dropped answers",
              "unparseable", "sub-task cache"], [list(s.values()) for s in summary])),

@@ -9,12 +9,16 @@ from falconer_assets.automation import on_model_change
 from falconer_assets.inputs.corpus import read_corpus
 from falconer_assets.mining import mine_documents
 from falconer_assets.partitions import TASK_FILE_PARTITIONS, split_file_key
+from falconer_assets.proxy.health import annotator_yes_rates, count_yes, yes_rate_finding
 from falconer_assets.proxy.model import NTEProxy
 from falconer_assets.resources.proxy import ProxyResource
 from falconer_assets.resources.workspace import Workspace
 from falconer_assets.versions import file_sha256, rows_version
 from falconer_assets.warehouse.rows import RejectRow, Throughput
-from falconer_assets.warehouse.store import write_mining_partition
+from falconer_assets.warehouse.store import read_annotations, write_mining_partition
+
+YES_RATE = "yes_rate"
+"""Name of ``mined``'s (non-blocking) check: the proxy says yes about as often as the annotator."""
 
 
 class MiningConfig(dg.Config):
@@ -35,9 +39,13 @@ def _by(dimension: str, key: dg.AssetKey) -> dg.AssetDep:
     automation_condition=on_model_change(ignore=dg.AssetSelection.assets(CORPUS_FILES_KEY, ANNOTATIONS)),
     group_name="mining",
     kinds={"duckdb"},
+    check_specs=[dg.AssetCheckSpec(YES_RATE, asset=MINED, blocking=False,
+                                   description="Per label sub-task, the proxy's yes-rate over the partition's "
+                                               "documents lies in the 95% Wilson interval of the annotator's "
+                                               "yes-rate on the random corpus sample.")],
 )
 def mined(context: dg.AssetExecutionContext, config: MiningConfig, workspace: Workspace, proxy: ProxyResource,
-          warehouse: DuckDBResource) -> dg.MaterializeResult:
+          warehouse: DuckDBResource):
     """The plan executed by the task's proxy over one corpus file (partition = task x file).
 
     Rows `(task, file, doc_id, field, value, start, end, score)` go to the `mined` table, with
@@ -47,6 +55,11 @@ def mined(context: dg.AssetExecutionContext, config: MiningConfig, workspace: Wo
     `skipped` metadata). Metadata `file_sha256` records the bytes that were mined; the re-mine
     schedule compares it with the file now. Data version: hash of the partition's rows. Automation:
     re-mined when the task's plan or proxy changes; new files are requested by the corpus sensor.
+
+    Fails before mining when the task's latest `proxy_checkpoint` failed its blocking `no_collapse`
+    check. Check `yes_rate` (a warning, not blocking): per label instruction applied to every
+    document, the proxy's share of "yes" must lie in the 95% Wilson interval of the annotator's
+    share on the random corpus sample (both splits); the counts are in its metadata.
     """
     keys = context.partition_key.keys_by_dimension
     task = workspace.task(keys["task"])
@@ -54,20 +67,25 @@ def mined(context: dg.AssetExecutionContext, config: MiningConfig, workspace: Wo
     corpus, name = split_file_key(file)
     if corpus != task.corpus:
         context.log.info(f"{file} belongs to corpus {corpus!r}, task {task.name!r} mines {task.corpus!r}: nothing to do")
-        return dg.MaterializeResult(metadata={"rows": 0, "skipped": f"file of corpus {corpus!r}"},
-                                    data_version=dg.DataVersion("skipped"))
+        yield dg.MaterializeResult(metadata={"rows": 0, "skipped": f"file of corpus {corpus!r}"},
+                                   data_version=dg.DataVersion("skipped"))
+        yield dg.AssetCheckResult(check_name=YES_RATE, asset_key=MINED, passed=True, metadata={"skipped": True})
+        return
     path = workspace.corpus_file(corpus, name)
     if not path.exists():
         raise dg.Failure(f"corpus file {path} does not exist (partition {file!r}; deleted since it was registered?)")
+    _require_healthy_proxy(context, task.name)
     sha = file_sha256(path)
     with warehouse.get_connection() as conn:
         plan = workspace.plan(conn, task.name)
+        annotator = annotator_yes_rates(read_annotations(conn, task.name))
     docs, corpus_rejects = read_corpus(path)
     model = NTEProxy.load(str(proxy.checkpoint_path(task.name)), device=proxy.resolved_device())
     bs = proxy.inference_batch_size
+    yes_counts: dict[str, list[int]] = {}
     rows, plan_rejects, stats = mine_documents(
         plan, docs,
-        lambda texts, q: model.get_label(texts, q, batch_size=bs),
+        count_yes(lambda texts, q: model.get_label(texts, q, batch_size=bs), yes_counts),
         lambda texts, q: model.get_span(texts, q, batch_size=bs),
         batch_size=config.batch_size, log=context.log.info,
     )
@@ -80,16 +98,60 @@ def mined(context: dg.AssetExecutionContext, config: MiningConfig, workspace: Wo
         write_mining_partition(conn, task.name, file, rows, rejects,
                                Throughput(f"proxy ({file})", stats.docs_in, stats.seconds))
     preview = [[r.doc_id, r.field, r.value, r.start, r.end, round(r.score, 3)] for r in rows[:15]]
-    return dg.MaterializeResult(metadata={
+    yield dg.MaterializeResult(metadata={
         "rows": len(rows),
         "input_records": lines,
         "docs_mined": stats.docs_processed,
         "docs_retrieved": stats.docs_retrieved,
         "rejected_records": len(corpus_rejects) + stats.docs_rejected,
         "rows_per_field": dg.MetadataValue.json(stats.rows_per_field),
+        "label_yes_counts": dg.MetadataValue.json({q: {"yes": y, "n": n} for q, (y, n) in yes_counts.items()}),
         "docs_per_s": round(stats.docs_per_s, 1),
         "seconds": round(stats.seconds, 1),
         "file_sha256": sha,
         "preview": dg.MetadataValue.md(md_table(["doc_id", "field", "value", "start", "end", "score"], preview)),
     }, data_version=dg.DataVersion(rows_version(
         [(r.doc_id, r.field, r.value, r.start, r.end, round(r.score, 4)) for r in rows])))
+    yield _yes_rate_check(context, yes_counts, annotator, stats.docs_processed)
+
+
+def _require_healthy_proxy(context: dg.AssetExecutionContext, task: str) -> None:
+    """Raise ``dg.Failure`` when the latest ``proxy_checkpoint`` of ``task`` failed its ``no_collapse`` check.
+
+    A blocking check stops downstream steps of its own run only; ``mined`` runs in runs of its own
+    (another partitions definition), so it reads the verdict from the materialization's metadata.
+    A checkpoint materialized before the check existed has no verdict and is used.
+    """
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=PROXY_CHECKPOINT, asset_partitions=[task]), limit=1).records
+    if not records:
+        return
+    meta = records[0].asset_materialization.metadata
+    verdict = meta.get("no_collapse")
+    if verdict is not None and verdict.value is False:
+        findings = meta["collapse_findings"].value if "collapse_findings" in meta else []
+        raise dg.Failure(f"the proxy of task {task!r} failed its no_collapse check; not mining with it. "
+                         + " ".join(findings), metadata={"collapse_findings": dg.MetadataValue.json(findings)})
+
+
+def _yes_rate_check(context: dg.AssetExecutionContext, yes_counts: dict[str, list[int]],
+                    annotator: dict[str, tuple[int, int]], n_docs: int) -> dg.AssetCheckResult:
+    """The ``yes_rate`` check: each label instruction's proxy yes-rate against the annotator's interval.
+
+    Only instructions the plan applied to every mined document are compared (a plan that asks a
+    question of a filtered subset changes its yes-rate); the others are listed, not judged.
+    """
+    findings, table = [], []
+    for q, (yes, n) in yes_counts.items():
+        a_yes, a_n = annotator.get(q, (0, 0))
+        compared = n >= n_docs > 0 and a_n > 0
+        finding = yes_rate_finding(q, yes, n, a_yes, a_n) if compared else None
+        if finding:
+            findings.append(finding)
+            context.log.warning(finding)
+        table.append({"instruction": q, "proxy_yes": yes, "proxy_n": n, "annotator_yes": a_yes, "annotator_n": a_n,
+                      "compared": compared, "outside_interval": finding is not None})
+    return dg.AssetCheckResult(
+        check_name=YES_RATE, asset_key=MINED, passed=not findings, severity=dg.AssetCheckSeverity.WARN,
+        description=" ".join(findings) if findings else None,
+        metadata={"counts": dg.MetadataValue.json(table), "findings": dg.MetadataValue.json(findings)})

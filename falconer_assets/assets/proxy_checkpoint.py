@@ -11,6 +11,7 @@ from falconer_assets.assets.metadata import md_table
 from falconer_assets.automation import on_change
 from falconer_assets.partitions import TASKS
 from falconer_assets.proxy.checkpoint import checkpoint_version, save_checkpoint, stored_version, training_examples
+from falconer_assets.proxy.health import heldout_collapse
 from falconer_assets.proxy.model import NTEProxy
 from falconer_assets.resources.proxy import ProxyResource
 from falconer_assets.resources.workspace import Workspace
@@ -21,6 +22,10 @@ PROXY_RECIPE_VERSION = "1"
 """``code_version`` of ``proxy_checkpoint``: bump it when the training code or recipe changes in a way
 that should retrain every task's proxy (the automation sensor then marks them all stale)."""
 
+NO_COLLAPSE = "no_collapse"
+"""Name of the blocking check of ``proxy_checkpoint``; its verdict is also the materialization's metadata
+``no_collapse`` (``True``/``False``), which ``mined`` reads before mining with the checkpoint."""
+
 
 @dg.asset(
     key=PROXY_CHECKPOINT,
@@ -30,9 +35,13 @@ that should retrain every task's proxy (the automation sensor then marks them al
     automation_condition=on_change(),
     group_name="proxy",
     kinds={"pytorch"},
+    check_specs=[dg.AssetCheckSpec(NO_COLLAPSE, asset=PROXY_CHECKPOINT, blocking=True,
+                                   description="The proxy has not collapsed on the held-out annotations: it "
+                                               "answers both yes and no where the annotator did, and finds spans "
+                                               "where the annotator found some.")],
 )
 def proxy_checkpoint(context: dg.AssetExecutionContext, workspace: Workspace, proxy: ProxyResource,
-                     warehouse: DuckDBResource) -> dg.MaterializeResult:
+                     warehouse: DuckDBResource):
     """The NTE proxy fine-tuned on the task's annotations (train split), saved in `<checkpoint_dir>/<task>`.
 
     Trains on the `train` split of the annotations only (15% of it as the dev split for early
@@ -40,7 +49,14 @@ def proxy_checkpoint(context: dg.AssetExecutionContext, workspace: Workspace, pr
     model + training recipe + code version; when the checkpoint folder already holds that version,
     training is skipped and the checkpoint reused (metadata `retrained: false`). With the `proxy`
     resource's `init_from_task` set (continual integration, paper 5.2) training starts from that
-    task's checkpoint, and the earlier task's held-out score before and after is recorded.
+    task's checkpoint, and the earlier task's held-out score before and after is recorded. With a dev
+    split, the starting weights are scored first and training never returns weights that score worse
+    (metadata `train_start_score`, `train_kept_start`).
+
+    Blocking check `no_collapse` (also when the checkpoint is reused): the proxy runs on the held-out
+    annotations of every sub-task; it fails when the proxy gives one answer to every held-out doc where
+    the annotator gave both, or finds no span where the annotator found some. Its findings say what to
+    do; `mined` refuses a checkpoint whose check failed (metadata `no_collapse`).
     """
     task = workspace.task(context.partition_key)
     out = proxy.checkpoint_path(task.name)
@@ -59,13 +75,19 @@ def proxy_checkpoint(context: dg.AssetExecutionContext, workspace: Workspace, pr
                                          PROXY_RECIPE_VERSION)
     metadata = {"path": dg.MetadataValue.path(str(out)), "checkpoint_version": version,
                 "version_inputs": dg.MetadataValue.json(inputs)}
+    docs = workspace.corpus(task.corpus).by_id
     if stored_version(out) == version:
         context.log.info(f"annotations, base model and recipe unchanged (version {version}): "
                          f"reusing {out} without retraining")
-        return dg.MaterializeResult(metadata={**metadata, "retrained": False}, data_version=dg.DataVersion(version))
+        model = NTEProxy.load(str(out), device=proxy.resolved_device())
+        check, health = _no_collapse(context, model, rows, docs, proxy.inference_batch_size)
+        yield dg.MaterializeResult(metadata={**metadata, "retrained": False, **health},
+                                   data_version=dg.DataVersion(version))
+        yield check
+        return
 
     train_rows = [r for r in rows if r.split == "train"]
-    examples, skipped = training_examples(train_rows, workspace.corpus(task.corpus).by_id)
+    examples, skipped = training_examples(train_rows, docs)
     if not examples:
         raise dg.Failure(f"no training examples in the annotations of task {task.name!r}")
     if proxy.init_from_task and not Path(base).is_dir():
@@ -83,9 +105,11 @@ def proxy_checkpoint(context: dg.AssetExecutionContext, workspace: Workspace, pr
     if earlier_examples:
         metadata.update(_continual(context, proxy.init_from_task, before, model.evaluate(earlier_examples)))
     save_checkpoint(model, out, version, inputs)
+    check, health = _no_collapse(context, model, rows, docs, proxy.inference_batch_size)
     per_subtask = Counter((e.kind, e.instruction) for e in examples)
-    return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata={
+    yield dg.MaterializeResult(data_version=dg.DataVersion(version), metadata={
         **metadata,
+        **health,
         "retrained": True,
         "base_model": base,
         "device": device,
@@ -98,6 +122,24 @@ def proxy_checkpoint(context: dg.AssetExecutionContext, workspace: Workspace, pr
         **{f"train_{k}": (round(v, 4) if isinstance(v, float) else v) for k, v in stats.items()
            if isinstance(v, (int, float)) and v == v},
     })
+    yield check
+
+
+def _no_collapse(context: dg.AssetExecutionContext, model: NTEProxy, rows, docs, batch_size: int):
+    """The ``no_collapse`` check result and the materialization metadata of the same verdict."""
+    findings, summary = heldout_collapse(
+        rows, docs, lambda texts, q: model.get_label(texts, q, batch_size=batch_size),
+        lambda texts, q: model.get_span(texts, q, batch_size=batch_size))
+    for finding in findings:
+        context.log.warning(finding)
+    table = dg.MetadataValue.md(md_table(
+        ["kind", "instruction", "held-out docs", "annotator: yes / spans", "proxy: yes / spans"],
+        [list(s.values()) for s in summary]))
+    check = dg.AssetCheckResult(
+        check_name=NO_COLLAPSE, asset_key=PROXY_CHECKPOINT, passed=not findings,
+        description=" ".join(findings) if findings else None,
+        metadata={"findings": dg.MetadataValue.json(findings), "heldout_sub_tasks": table})
+    return check, {NO_COLLAPSE: not findings, "collapse_findings": dg.MetadataValue.json(findings)}
 
 
 def _continual(context: dg.AssetExecutionContext, earlier_task: str, before: dict, after: dict) -> dict:

@@ -6,7 +6,9 @@ For every unique sub-task ``(kind, instruction)`` of a plan, :func:`annotate_sub
 2. otherwise asks the annotator (an LLM through :class:`~falconer_assets.llm.executor.LLMPrimitives`)
    on every sampled doc and, for a label sub-task with the Appendix B heuristic on, on extra
    training docs picked by :func:`~falconer_assets.generator.sampling.select_label_candidates`
-   from a pool scored zero-shot by the proxy base;
+   from a pool scored zero-shot by the proxy base; a span sub-task of a plan that also has label
+   sub-tasks is annotated on their "likely positive" picks too (:func:`likely_positive_picks`), so
+   a rare extraction (a genre, found only in games) gets training spans;
 3. hands each newly annotated sub-task to ``save`` as soon as it is done (a later failure keeps it).
 
 I/O is injected (the cached rows, ``save``, the chat callable, the zero-shot scorer), so the
@@ -51,8 +53,11 @@ class LabelHeuristic(pydantic.BaseModel):
     base model; ``random_share`` of them are drawn at random from the pool, and the rest are the
     highest-scored (``positive_share`` of the rest, "likely positives": positives are usually the
     rare class) and the lowest-scored ("likely negatives"). They are training data only (split
-    ``train``); the held-out split stays the random corpus sample. Span sub-tasks stay on the
-    random sample (paper: "for extraction tasks, we directly employ random sampling").
+    ``train``); the held-out split stays the random corpus sample. Span sub-tasks are not scored
+    (paper: "for extraction tasks, we directly employ random sampling"), but when the plan also has
+    label sub-tasks they are annotated on the union of those sub-tasks' likely positives as well
+    (split ``train``, origin ``likely_positive``): in a plan such as "is it a game? then its genre",
+    the spans occur only inside the rare positives, which a random sample barely contains.
     ``label_heuristic=False`` (or ratio 0) annotates the corpus sample only. ``seed`` drives the
     pool and the picks.
     """
@@ -76,20 +81,52 @@ class LabelHeuristic(pydantic.BaseModel):
         return {name: getattr(self, name) for name in LabelHeuristic.model_fields}
 
 
+def _picks_extra_docs(heuristic: LabelHeuristic) -> bool:
+    """Whether the Appendix B heuristic adds docs at all under these settings."""
+    return heuristic.label_heuristic and heuristic.label_extra_ratio > 0
+
+
 def subtask_cache_key(corpus: str, sample_version: str, sub_task: SubTask, heuristic: LabelHeuristic,
-                      llm_identity: Sequence[Any], scorer: str) -> str:
+                      llm_identity: Sequence[Any], scorer: str, extra_docs: Sequence[str] = ()) -> str:
     """Key of one sub-task's annotations in the sub-task cache: everything its rows depend on.
 
     That is the corpus, the sample (version of its (id, split) set), the sub-task, the LLM
     (``llm_identity``: endpoint, model, temperature, max tokens) and, for a label sub-task with
-    the Appendix B heuristic on, the heuristic settings and the zero-shot ``scorer``. A plan that
-    asks a sub-task already annotated under the same key reuses those rows without any LLM call.
+    the Appendix B heuristic on, the heuristic settings and the zero-shot ``scorer`` (which decide
+    its extra docs). A span sub-task's extra docs are the likely-positive picks of the plan's label
+    sub-tasks (:func:`likely_positive_picks`): they are passed as ``extra_docs`` (doc ids; the key
+    holds them sorted and de-duplicated), so the key changes exactly when they do, whatever the label
+    questions, heuristic settings or scorer that chose them. Without extra docs a span key, and
+    every label key (``extra_docs`` is ignored for labels), is what it was before span sub-tasks had
+    extra docs, so those cached annotations stay valid. A plan that asks a sub-task already
+    annotated under the same key reuses those rows without any LLM call.
+
+    Raises:
+        ValueError: ``extra_docs`` given for a label sub-task.
     """
     kind, instruction = sub_task
     extra = None
-    if kind == "label" and heuristic.label_heuristic and heuristic.label_extra_ratio > 0:
-        extra = {**heuristic.settings(), "scorer": scorer}
+    if kind == "label":
+        if extra_docs:
+            raise ValueError("extra_docs are for span sub-tasks (a label sub-task's picks follow from the heuristic)")
+        if _picks_extra_docs(heuristic):
+            extra = {**heuristic.settings(), "scorer": scorer}
+    elif extra_docs:
+        extra = {"likely_positive_docs": sorted(set(extra_docs))}
     return digest("subtask", corpus, sample_version, kind, instruction, list(llm_identity), extra)
+
+
+def likely_positive_picks(label_rows: Sequence[Sequence[AnnotationRow]]) -> list[str]:
+    """The union of the label sub-tasks' Appendix B "likely positive" picks, as doc ids.
+
+    Args:
+        label_rows: the rows of each label sub-task of the plan (fresh or cached).
+
+    Returns:
+        Doc ids of rows with origin ``"likely_positive"``, first-seen order, each once (whatever the
+        annotator answered: the pick is the proxy base's guess, the span annotator decides).
+    """
+    return list(dict.fromkeys(r.doc_id for rows in label_rows for r in rows if r.origin == "likely_positive"))
 
 
 @dataclass
@@ -187,6 +224,11 @@ def annotate_sub_tasks(
 ) -> AnnotationResult:
     """Annotate every sub-task of a plan on the corpus sample (plus Appendix B picks), reusing cached ones.
 
+    Label sub-tasks are annotated (or read from the cache) before span sub-tasks: with the heuristic
+    on, a span sub-task is also annotated on the union of the label sub-tasks' likely-positive picks
+    (split ``train``, origin ``likely_positive``; :func:`likely_positive_picks`), and its cache key
+    holds those doc ids. The result keeps plan order.
+
     Args:
         corpus: corpus name (part of the cache key).
         docs: the corpus documents by id.
@@ -216,34 +258,25 @@ def annotate_sub_tasks(
         raise ValueError(f"no sampled documents for corpus {corpus!r}")
     sample_version = digest(sample)
     unique = list(dict.fromkeys(sub_tasks))
-    keys = {st: subtask_cache_key(corpus, sample_version, st, heuristic, llm_identity, scorer_name) for st in unique}
-    found = {st: cached(keys[st]) for st in unique}
-    todo = [st for st in unique if not found[st]]
+    labels = [st for st in unique if st[0] == "label"]
+
+    def key(st: SubTask, extra_docs: Sequence[str] = ()) -> str:
+        return subtask_cache_key(corpus, sample_version, st, heuristic, llm_identity, scorer_name, extra_docs)
+
+    found = {st: cached(key(st)) for st in labels}
+    todo = [st for st in labels if not found[st]]
 
     n_train = sum(s == "train" for _, s in sample)
     budget = extra_budget(n_train, heuristic.label_extra_ratio) if heuristic.label_heuristic else 0
     pool = (candidate_pool(docs, {i for i, _ in sampled}, heuristic.candidate_pool, heuristic.seed)
-            if budget and any(kind == "label" for kind, _ in todo) else [])
+            if budget and todo else [])
     scorer: LabelScorer | None = None
     llm = LLMPrimitives(chat)
-    total = sum(len(sample) + (budget if kind == "label" and pool else 0) for kind, _ in todo)
-    t0 = time.perf_counter()
-    out: list[SubTaskAnnotations] = []
-    for st in unique:
-        if found[st]:
-            out.append(SubTaskAnnotations(st, found[st], reused=True))
-            continue
+    progress = {"total": sum(len(sample) + (budget if pool else 0) for _ in todo), "t0": time.perf_counter()}
+    done: dict[SubTask, SubTaskAnnotations] = {}
+
+    def annotate(st: SubTask, items: list[tuple[str, str, str]]) -> list[AnnotationRow]:
         kind, instruction = st
-        items = [(doc_id, split, "sample") for doc_id, split in sample]
-        scored: dict[str, float] = {}
-        if kind == "label" and pool:
-            if scorer is None:  # one zero-shot model for every label sub-task
-                scorer = load_scorer()
-            t_score = time.perf_counter()
-            scores = scorer([docs[i].text for i in pool], instruction)
-            items += [(doc_id, "train", reason) for doc_id, reason in select_label_candidates(
-                dict(zip(pool, scores)), budget, heuristic.random_share, heuristic.positive_share, heuristic.seed)]
-            scored = {"candidates_scored": len(pool), "scoring_seconds": round(time.perf_counter() - t_score, 2)}
         rows = []
         for doc_id, split, origin in items:
             a = llm.annotate(kind, docs[doc_id].text, instruction)
@@ -251,13 +284,43 @@ def annotate_sub_tasks(
                 kind=kind, instruction=instruction, doc_id=doc_id, split=split, label=a.label,
                 spans=tuple(a.spans), dropped=tuple(a.dropped), parse_ok=a.parse_ok, raw=a.raw,
                 latency_s=a.latency_s, tokens=a.tokens, origin=origin))
-            done = len(llm.annotations)
-            if done % 25 == 0:
-                rate = done / (time.perf_counter() - t0)
-                log(f"annotated {done}/{total} ({rate:.2f}/s, ETA {(total - done) / rate:.0f} s)")
-        save(keys[st], rows)
-        out.append(SubTaskAnnotations(st, rows, reused=False, **scored))
+            n_done, total = len(llm.annotations), progress["total"]
+            if n_done % 25 == 0:
+                rate = n_done / (time.perf_counter() - progress["t0"])
+                log(f"annotated {n_done}/{total} ({rate:.2f}/s, ETA {(total - n_done) / rate:.0f} s)")
+        return rows
+
+    sample_items = [(doc_id, split, "sample") for doc_id, split in sample]
+    for st in labels:  # first: the span sub-tasks are also annotated on their likely-positive picks
+        if found[st]:
+            done[st] = SubTaskAnnotations(st, found[st], reused=True)
+            continue
+        items, scored = list(sample_items), {}
+        if pool:
+            if scorer is None:  # one zero-shot model for every label sub-task
+                scorer = load_scorer()
+            t_score = time.perf_counter()
+            scores = scorer([docs[i].text for i in pool], st[1])
+            items += [(doc_id, "train", reason) for doc_id, reason in select_label_candidates(
+                dict(zip(pool, scores)), budget, heuristic.random_share, heuristic.positive_share, heuristic.seed)]
+            scored = {"candidates_scored": len(pool), "scoring_seconds": round(time.perf_counter() - t_score, 2)}
+        rows = annotate(st, items)
+        save(key(st), rows)
+        done[st] = SubTaskAnnotations(st, rows, reused=False, **scored)
+
+    picks = ([doc_id for doc_id in likely_positive_picks([done[st].rows for st in labels]) if doc_id in docs]
+             if _picks_extra_docs(heuristic) else [])
+    spans = [st for st in unique if st[0] == "span"]
+    found = {st: cached(key(st, picks)) for st in spans}
+    progress["total"] += sum(len(sample) + len(picks) for st in spans if not found[st])
+    for st in spans:
+        if found[st]:
+            done[st] = SubTaskAnnotations(st, found[st], reused=True)
+            continue
+        rows = annotate(st, sample_items + [(doc_id, "train", "likely_positive") for doc_id in picks])
+        save(key(st, picks), rows)
+        done[st] = SubTaskAnnotations(st, rows, reused=False)
     return AnnotationResult(
-        sub_tasks=out, budget=budget, pool_size=len(pool), llm_calls=len(llm.annotations),
+        sub_tasks=[done[st] for st in unique], budget=budget, pool_size=len(pool), llm_calls=len(llm.annotations),
         llm_cache_hits=sum(a.cached for a in llm.annotations), llm_tokens=llm.tokens,
         llm_seconds=llm.llm_seconds, missing_ids=missing)

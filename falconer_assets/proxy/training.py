@@ -37,6 +37,10 @@ class TrainConfig(pydantic.BaseModel):
             stop early, but still restore the best epoch).
         max_steps: cap on optimisation steps (``None``: ``epochs`` full passes); the
             learning-rate schedule spans the capped length.
+        label_balance: weight label examples by inverse class frequency in the training set, so
+            the "yes" and the "no" examples weigh the same in total (weights normalised to mean 1
+            over the label examples; span examples keep weight 1): a rare class is not drowned out
+            (issue 10, the all-"No" collapse). Part of the checkpoint version like every field.
     """
 
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
@@ -54,11 +58,12 @@ class TrainConfig(pydantic.BaseModel):
     min_dev: int = 8
     patience: int | None = 3
     max_steps: int | None = None
+    label_balance: bool = True
 
 
 FINE_TUNE_RECIPE = TrainConfig()
 """The task fine-tuning recipe for an NTE-pretrained base (the metamodel, Cuckoo): epochs 10, lr 1e-4,
-head lr 1e-3, batch 8, tag weight 3, 15% dev split, patience 3. The ``ProxyResource`` defaults and
+head lr 1e-3, batch 8, tag weight 3, 15% dev split, patience 3, class-balanced label loss. The ``ProxyResource`` defaults and
 ``bench quality``'s metamodel curve; evidence in docs/proxy.md."""
 
 FRESH_HEAD_RECIPE = FINE_TUNE_RECIPE.model_copy(update={"lr": 3e-4, "head_lr": 3e-3, "tag_weight": 5.0})
