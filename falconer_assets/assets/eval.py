@@ -9,6 +9,7 @@ from dagster_duckdb import DuckDBResource
 from falconer_assets.assets.keys import ANNOTATIONS, EVAL, PLAN, PROXY_CHECKPOINT
 from falconer_assets.assets.metadata import md_table
 from falconer_assets.automation import on_change
+from falconer_assets.cascade.bands import heldout_quality
 from falconer_assets.llm.executor import LLMPrimitives
 from falconer_assets.metrics import SubtaskScore, score_label_subtask, score_span_subtask
 from falconer_assets.partitions import TASKS
@@ -49,7 +50,10 @@ def eval_asset(context: dg.AssetExecutionContext, config: EvalConfig, workspace:
     whose intervals overlap widely are not shown to differ. Speed (rows of `throughput`): the plan
     run by the proxy and by the LLM on the same `speed_docs` held-out documents; the LLM time is the
     sum of the original call latencies (recorded in the LLM cache, so a cached re-run reports the
-    real cost). Data version: hash of the metric rows (the interval rows included).
+    real cost). With a `quality:` block, also the cascade per sub-task: the target, the value it
+    achieves on the held-out split cross-fitted (bands calibrated on one half, measured on the
+    other) and the share of held-out documents it sends to the LLM (metric rows `cascade_*`).
+    Data version: hash of the metric rows (the interval rows included).
     """
     task = workspace.task(context.partition_key)
     docs = workspace.corpus(task.corpus).by_id
@@ -73,10 +77,30 @@ def eval_asset(context: dg.AssetExecutionContext, config: EvalConfig, workspace:
     speed.append(Throughput("llm", len(texts), llm_exec.llm_seconds, llm_exec.tokens))
 
     metric_rows = [MetricRow(s.kind, s.instruction, s.n, m, float(v)) for s in scores for m, v in s.metrics.items()]
+    cascade = []
+    if task.quality is not None:  # the cascade's target and what it achieves on held-out data, cross-fitted
+        cascade = heldout_quality(model, heldout, docs, [(c.kind, c.instruction) for c in plan.calls], task.quality)
+        metric_rows += [MetricRow(c["kind"], c["instruction"], c["n"], f"cascade_{m}", float(v)) for c in cascade
+                        for m, v in (("target", task.quality.value), ("achieved", _achieved(c)),
+                                     ("llm_share", c["llm_share"]))]
     with warehouse.get_connection() as conn:
         write_eval(conn, task.name, metric_rows, speed)
     version = rows_version([(r.kind, r.instruction, r.metric, round(r.value, 6)) for r in metric_rows])
-    return dg.MaterializeResult(metadata=_metadata(scores, speed), data_version=dg.DataVersion(version))
+    metadata = _metadata(scores, speed)
+    if cascade:
+        metadata["cascade"] = dg.MetadataValue.md(md_table(
+            ["kind", "instruction", "held-out docs", "target", "achieved (cross-fitted)", "share to LLM", "certified"],
+            [[c["kind"], c["instruction"], c["n"], f"{c['target']} >= {c['value']}", round(_achieved(c), 3),
+              round(c["llm_share"], 3), c["guaranteed"]] for c in cascade]))
+        metadata["cascade_llm_share"] = round(sum(c["llm_share"] for c in cascade) / len(cascade), 4)
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version))
+
+
+def _achieved(c: dict) -> float:
+    """The measure the target is about: span agreement, or the label's recall / precision (NaN -> 1.0:
+    nothing to miss)."""
+    x = c["agreement"] if c["kind"] == "span" else c[c["target"]]
+    return 1.0 if x != x else float(x)
 
 
 def _score(model: NTEProxy, kind: str, instruction: str, items: list[AnnotationRow], docs) -> SubtaskScore:

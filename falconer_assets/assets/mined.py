@@ -6,11 +6,16 @@ from dagster_duckdb import DuckDBResource
 from falconer_assets.assets.keys import ANNOTATIONS, CORPUS_FILES_KEY, MINED, PLAN, PROXY_CHECKPOINT
 from falconer_assets.assets.metadata import md_table
 from falconer_assets.automation import on_model_change
+from falconer_assets.cascade import CascadePrimitives
+from falconer_assets.cascade.bands import task_bands
+from falconer_assets.llm.executor import LLMPrimitives
 from falconer_assets.inputs.corpus import read_corpus
 from falconer_assets.mining import mine_documents
 from falconer_assets.partitions import TASK_FILE_PARTITIONS, split_file_key
 from falconer_assets.proxy.health import annotator_yes_rates, count_yes, yes_rate_finding
+from falconer_assets.proxy.checkpoint import stored_version
 from falconer_assets.proxy.model import NTEProxy
+from falconer_assets.resources.llm import LLMResource
 from falconer_assets.resources.proxy import ProxyResource
 from falconer_assets.resources.workspace import Workspace
 from falconer_assets.versions import file_sha256, rows_version
@@ -45,7 +50,7 @@ def _by(dimension: str, key: dg.AssetKey) -> dg.AssetDep:
                                                "yes-rate on the random corpus sample.")],
 )
 def mined(context: dg.AssetExecutionContext, config: MiningConfig, workspace: Workspace, proxy: ProxyResource,
-          warehouse: DuckDBResource):
+          llm: LLMResource, warehouse: DuckDBResource):
     """The plan executed by the task's proxy over one corpus file (partition = task x file).
 
     Rows `(task, file, doc_id, field, value, start, end, score)` go to the `mined` table, with
@@ -55,6 +60,11 @@ def mined(context: dg.AssetExecutionContext, config: MiningConfig, workspace: Wo
     `skipped` metadata). Metadata `file_sha256` records the bytes that were mined; the re-mine
     schedule compares it with the file now. Data version: hash of the partition's rows. Automation:
     re-mined when the task's plan or proxy changes; new files are requested by the corpus sensor.
+
+    With a `quality:` block in the task file, the primitives run as a cascade: bands calibrated on the
+    held-out annotations (`falconer_assets.cascade`, cached beside the checkpoint) keep the confident
+    answers with the proxy and send the uncertain documents to the LLM (through the LLM cache); each
+    row's `executor` is `llm` when its document was routed, and the metadata give the LLM share.
 
     Fails before mining when the task's latest `proxy_checkpoint` failed its blocking `no_collapse`
     check. Check `yes_rate` (a warning, not blocking): per label instruction applied to every
@@ -78,16 +88,26 @@ def mined(context: dg.AssetExecutionContext, config: MiningConfig, workspace: Wo
     sha = file_sha256(path)
     with warehouse.get_connection() as conn:
         plan = workspace.plan(conn, task.name)
-        annotator = annotator_yes_rates(read_annotations(conn, task.name))
+        annotation_rows = read_annotations(conn, task.name)
+        annotator = annotator_yes_rates(annotation_rows)
     docs, corpus_rejects = read_corpus(path)
-    model = NTEProxy.load(str(proxy.checkpoint_path(task.name)), device=proxy.resolved_device())
+    checkpoint = proxy.checkpoint_path(task.name)
+    model = NTEProxy.load(str(checkpoint), device=proxy.resolved_device())
     bs = proxy.inference_batch_size
     yes_counts: dict[str, list[int]] = {}
+    get_label = lambda texts, q: model.get_label(texts, q, batch_size=bs)  # noqa: E731
+    get_span = lambda texts, q: model.get_span(texts, q, batch_size=bs)  # noqa: E731
+    executor_of, cascade = (lambda _t: "proxy"), None
+    if task.quality is not None:
+        bands = task_bands(model, annotation_rows, workspace.corpus(task.corpus).by_id,
+                           [(c.kind, c.instruction) for c in plan.calls], task.quality,
+                           cache_dir=checkpoint, checkpoint_version=stored_version(checkpoint))
+        cascade = CascadePrimitives(model, LLMPrimitives(llm.chat), bands, batch_size=bs)
+        get_label, get_span = cascade.get_label, cascade.get_span
+        executor_of = lambda t: "llm" if t in cascade.routed_texts else "proxy"  # noqa: E731
     rows, plan_rejects, stats = mine_documents(
-        plan, docs,
-        count_yes(lambda texts, q: model.get_label(texts, q, batch_size=bs), yes_counts),
-        lambda texts, q: model.get_span(texts, q, batch_size=bs),
-        batch_size=config.batch_size, log=context.log.info,
+        plan, docs, count_yes(get_label, yes_counts), get_span,
+        batch_size=config.batch_size, log=context.log.info, executor_of=executor_of,
     )
     lines = len(docs) + len(corpus_rejects)
     if stats.docs_processed + stats.docs_rejected + len(corpus_rejects) != lines:
@@ -110,9 +130,25 @@ def mined(context: dg.AssetExecutionContext, config: MiningConfig, workspace: Wo
         "seconds": round(stats.seconds, 1),
         "file_sha256": sha,
         "preview": dg.MetadataValue.md(md_table(["doc_id", "field", "value", "start", "end", "score"], preview)),
+        **(_cascade_metadata(cascade, docs) if cascade is not None else {}),
     }, data_version=dg.DataVersion(rows_version(
-        [(r.doc_id, r.field, r.value, r.start, r.end, round(r.score, 4)) for r in rows])))
+        [(r.doc_id, r.field, r.value, r.start, r.end, round(r.score, 4), *([r.executor] if cascade else []))
+         for r in rows])))
     yield _yes_rate_check(context, yes_counts, annotator, stats.docs_processed)
+
+
+def _cascade_metadata(cascade: CascadePrimitives, docs) -> dict:
+    """The cascade's share of LLM answers, documents routed, and the bands it used."""
+    routed = sum(d.text in cascade.routed_texts for d in docs)
+    return {
+        "cascade_llm_share": round(cascade.llm_share, 4),
+        "cascade_docs_to_llm": routed,
+        "cascade_docs_to_llm_share": round(routed / len(docs), 4) if docs else 0.0,
+        "cascade_bands": dg.MetadataValue.md(md_table(
+            ["kind", "instruction", "low", "high", "guaranteed", "docs", "to LLM"],
+            [[k, q, round(b.low, 4), round(b.high, 4), b.guaranteed, s.get("docs", 0), s.get("llm", 0)]
+             for (k, q), b in cascade.bands.items() for s in [cascade.stats.get((k, q), {})]])),
+    }
 
 
 def _require_healthy_proxy(context: dg.AssetExecutionContext, task: str) -> None:
