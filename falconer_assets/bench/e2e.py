@@ -64,8 +64,15 @@ REFERENCE_PLANS = {  # reviewed plans, as a user keeps them in data/tasks/<task>
     "debian_library_language": '''def plan(texts):
     libs = get_label(texts, "Is this package a software library?")
     keep = [t for t, l in zip(texts, libs) if l]
-    langs = iter(get_span(keep, "Which programming language is this library for?"))
-    return [{"language": next(langs)} if l else None for l in libs]
+    langs = get_span(keep, "Which programming language is this library for?")
+    out, j = [], 0
+    for l in libs:
+        if l:
+            out.append({"language": langs[j]})
+            j += 1
+        else:
+            out.append(None)
+    return out
 ''',
 }
 """The reviewed plan of each task (see :func:`_plan`); the run records the planner's own plan beside it."""
@@ -739,8 +746,9 @@ def run(task_names: Sequence[str], settings: E2ESettings, out: Path, work: Path,
             task = GOLD_TASKS[name]
             raw_path = work / f"{name}.raw.json"
             raw = json.loads(raw_path.read_text()) if raw_path.is_file() else None
-            fresh = raw is not None and raw.get("complete") and raw.get("settings") == settings.as_dict()
-            if not report_only and (force or not fresh) and not (stages == "llm" and raw and raw.get("settings") == settings.as_dict()):
+            same = raw is not None and raw.get("settings") == json.loads(json.dumps(settings.as_dict()))
+            fresh = same and raw.get("complete")
+            if not report_only and (force or not fresh) and not (stages == "llm" and same):
                 if llm is None:
                     llm = ChatLLM(model=settings.llm_model, base_url=settings.base_url,
                                   cache_path=work / "llm_cache.duckdb")

@@ -389,6 +389,11 @@ def _lowest_low(s_sorted: list[float], high: float, budget: float) -> float:
     return best
 
 
+DECISION_THRESHOLD = 0.5
+"""The proxy's own Yes/No threshold on ``P(yes)``: a band never lets the proxy answer against it (a recall
+band's ``high`` is at least this, a precision band's ``low`` at most this)."""
+
+
 def calibrate(
     kind: str,
     instruction: str,
@@ -429,7 +434,10 @@ def calibrate(
         low = _certify_low(s, y, target)
         guaranteed = low is not None
         low = 0.0 if low is None else low
-        high = _widest_high(s_sorted, low, target.llm_budget)
+        # The budget widens the band upwards, but the proxy never says Yes below its own decision
+        # threshold (0.5): without that, an uncertifiable low (0.0) plus a budget-sized band would
+        # make the proxy say Yes to most documents, trading all precision for a recall it already has.
+        high = max(_widest_high(s_sorted, low, target.llm_budget), max(low, DECISION_THRESHOLD))
         how = (f"low={low:.4g} certified: recall >= {v} with prob >= {1 - d:.4g} (fixed-sequence "
                f"Clopper-Pearson, {n_pos} positives of {n} documents)" if guaranteed else
                f"no low certified ({n_pos} positives of {n} documents; at least {need} needed for "
@@ -439,7 +447,7 @@ def calibrate(
         high = _certify_high(s, y, target)
         guaranteed = high is not None
         high = ABOVE_ANY_SCORE if high is None else high
-        low = _lowest_low(s_sorted, high, target.llm_budget)
+        low = min(_lowest_low(s_sorted, high, target.llm_budget), min(high, DECISION_THRESHOLD))
         how = (f"high={high:.4g} certified: precision >= {v} with prob >= {1 - d:.4g} (fixed-sequence "
                f"Clopper-Pearson, {n_pos} positives of {n} documents)" if guaranteed else
                f"no high certified ({n_pos} positives of {n} documents): the proxy never says Yes, "
