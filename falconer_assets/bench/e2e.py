@@ -577,12 +577,19 @@ def score_task(raw: dict, task: GoldTask) -> dict:
                                                      [result_from_json(c["outputs"].get(i)) for i in llm_ids]))}
                     for b, c in raw.get("curve", {}).items()]
     out["repetitions"] = {k: {kk: vv for kk, vv in v.items() if kk != "reps"} | {
-        "mean_achieved": _mean([r.get("achieved") for r in v["reps"]]),
+        "mean_achieved": _mean([_achieved_value(r.get("achieved"), k, raw.get("target") or {}) for r in v["reps"]]),
         "mean_llm_share": _mean([r.get("llm_share") for r in v["reps"]])} for k, v in raw.get("repetitions", {}).items()}
     out["bands"] = raw.get("bands", [])
     out["target"] = raw.get("target")
     out["costs"] = _costs(raw)
     return out
+
+
+def _achieved_value(achieved, sub_task: str, target: dict) -> float | None:
+    """The measure a repetition's target is about: span agreement, or the label's recall / precision."""
+    if not isinstance(achieved, dict):
+        return achieved
+    return achieved.get("agreement") if sub_task.startswith("span|") else achieved.get(target.get("target"))
 
 
 def _mean(values) -> float | None:
