@@ -27,7 +27,8 @@ def test_task_with_quality_block_mines_through_the_cascade(tmp_path_factory):
     with dg.instance_for_test() as inst:
         _up_to_date(defs, inst, data_dir, tmp_path_factory.mktemp("cursor"))
         meta = latest_metadata(inst, "mined", MINED_PARTITION)
-        assert meta["cascade_docs_to_llm"].value > 0 and 0 < meta["cascade_llm_share"].value <= 1
+        routed_docs = meta["cascade_docs_to_llm"].value
+        assert routed_docs > 0 and 0 < meta["cascade_llm_share"].value <= 1
         evals = latest_metadata(inst, "eval", TASK)
         assert "cascade" in evals
     con = duckdb.connect(str(data_dir / "falconer.duckdb"), read_only=True)
@@ -38,7 +39,7 @@ def test_task_with_quality_block_mines_through_the_cascade(tmp_path_factory):
     assert {e for _, _, e in rows} <= {"proxy", "llm"} and any(e == "llm" for _, _, e in rows)
     assert metrics[("label", "cascade_target")] == 0.9
     assert 0.0 <= metrics[("label", "cascade_achieved")] <= 1.0 and 0 < metrics[("label", "cascade_llm_share")] <= 1
-    # rows of routed documents are a subset of the documents the plan retrieved and carry offsets
-    assert {d for d, _, e in rows if e == "llm"} <= {d for d, _, _ in rows}
+    # documents with rows marked llm are among the documents the cascade reports it routed
+    assert len({d for d, _, e in rows if e == "llm"}) <= routed_docs
     # a checkpoint folder holds the cached bands the mining used
     assert list((data_dir / "checkpoints" / TASK).glob("cascade-*.json"))
