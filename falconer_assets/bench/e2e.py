@@ -26,7 +26,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from falconer_assets.bench.e2e_gold import (
@@ -341,24 +341,6 @@ def _train(task: GoldTask, rows, docs, settings: E2ESettings, work: Path, log: L
     return model, {**info, "reused": False}
 
 
-def _heldout_oracle(rows, kind: str, instruction: str, docs) -> tuple[list[str], list]:
-    items = [r for r in rows if r.split == "heldout" and r.kind == kind and r.instruction == instruction
-             and r.usable and r.doc_id in docs]
-    return [docs[r.doc_id].text for r in items], [(bool(r.label) if kind == "label" else list(r.spans)) for r in items]
-
-
-def _scores_and_oracle(proxy, kind: str, instruction: str, texts: list[str], answers: list):
-    """Proxy scores on ``texts`` and the oracle booleans the calibration needs (labels: the annotator's
-    label; spans: proxy spans equal the annotator's)."""
-    from falconer_assets.cascade import span_confidence
-
-    if kind == "label":
-        return proxy.get_label_scores(texts, instruction), [bool(a) for a in answers]
-    spans, conf = span_confidence(proxy, texts, instruction)
-    agree = [{(s.start, s.end) for s in p} == {(s.start, s.end) for s in a} for p, a in zip(spans, answers)]
-    return conf, agree
-
-
 def _target(task: GoldTask):
     from falconer_assets.cascade import QualityTarget
 
@@ -375,18 +357,18 @@ def _cascade(task, plan, proxy, rows, docs, by_id, test_ids, llm_ids, llm, setti
     """Calibrate a band per sub-task on the held-out annotations, run the cascade on the test documents,
     the F1-vs-LLM-share curve, and the seeded repetitions of the guarantee."""
     from falconer_assets.cascade import CascadePrimitives, calibrate
+    from falconer_assets.cascade.bands import heldout_scores
     from falconer_assets.llm.executor import LLMPrimitives
     from falconer_assets.plan.sandbox import run_plan
 
     target = _target(task)
     bands, calib = {}, {}
     for c in dict.fromkeys((c.kind, c.instruction) for c in plan.calls):
-        texts, answers = _heldout_oracle(rows, *c, docs)
-        if not texts:
+        scores, oracle = heldout_scores(proxy, rows, docs, c)
+        if not scores:
             continue
-        scores, oracle = _scores_and_oracle(proxy, *c, texts, answers)
         bands[c] = calibrate(*c, scores, oracle, target)
-        calib[c] = {"n": len(texts), "band": bands[c].to_dict()}
+        calib[c] = {"n": len(scores), "band": bands[c].to_dict()}
     test_texts = [by_id[i].text for i in test_ids]
     prims = LLMPrimitives(llm.chat)
     cascade = CascadePrimitives(proxy, prims, bands)
@@ -418,6 +400,7 @@ def _repetitions(proxy, bands: dict, llm_answers, target, settings: E2ESettings)
     """Per sub-task: calibrate on seeded random subsets (as large as the held-out split) of the test
     documents the LLM answered, measure on the rest; the LLM-alone answers are the oracle."""
     from falconer_assets.cascade import repetitions
+    from falconer_assets.cascade.bands import scores_and_oracle
 
     out = {}
     for (kind, q), band in bands.items():
@@ -425,11 +408,10 @@ def _repetitions(proxy, bands: dict, llm_answers, target, settings: E2ESettings)
         n_cal = band.n_calibration
         if len(answers) < n_cal + 10:
             continue
-        texts = [a.text for a in answers]
-        scores, oracle = _scores_and_oracle(proxy, kind, q, texts, [a.label if kind == "label" else a.spans
-                                                                    for a in answers])
+        scores, oracle = scores_and_oracle(proxy, (kind, q), [a.text for a in answers],
+                                           [a.label if kind == "label" else a.spans for a in answers])
         reps = repetitions(kind, scores, oracle, target, n_calibration=n_cal, reps=settings.repetitions, seed=0)
-        out[f"{kind}|{q}"] = {"n_calibration": n_cal, "n_docs": len(texts), "reps": reps,
+        out[f"{kind}|{q}"] = {"n_calibration": n_cal, "n_docs": len(scores), "reps": reps,
                               "met": sum(bool(r["met"]) for r in reps), "of": len(reps)}
     return out
 

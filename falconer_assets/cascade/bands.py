@@ -21,25 +21,30 @@ from falconer_assets.warehouse.rows import AnnotationRow
 SubTask = tuple[str, str]
 
 
-def heldout_scores(proxy, rows: Sequence[AnnotationRow], docs: Mapping, sub_task: SubTask) -> tuple[list[float], list[bool]]:
-    """The proxy's scores on one sub-task's held-out documents and the oracle booleans calibration needs.
+def scores_and_oracle(proxy, sub_task: SubTask, texts: Sequence[str], answers: Sequence) -> tuple[list[float], list[bool]]:
+    """The proxy's scores on ``texts`` and the oracle booleans calibration needs, for one sub-task.
 
-    Labels: ``P(yes)`` and the annotator's label. Spans: the document confidence
-    (:func:`span_confidence`) and whether the proxy's spans equal the annotator's (offsets).
-    Rows of other sub-tasks, the train split, unusable replies and documents missing from ``docs``
-    are skipped.
+    ``answers`` are the annotator's (or LLM's) answers per text: a bool for a label sub-task, a
+    span list for a span sub-task. Labels: ``P(yes)`` and the answer. Spans: the document confidence
+    (:func:`span_confidence`) and whether the proxy's spans equal the answer's (offsets).
     """
     kind, q = sub_task
-    items = [r for r in rows if r.split == "heldout" and (r.kind, r.instruction) == sub_task and r.usable
-             and r.doc_id in docs]
-    texts = [docs[r.doc_id].text for r in items]
     if not texts:
         return [], []
     if kind == "label":
-        return proxy.get_label_scores(texts, q), [bool(r.label) for r in items]
-    spans, conf = span_confidence(proxy, texts, q)
-    agree = [{(s.start, s.end) for s in p} == {(s.start, s.end) for s in r.spans} for p, r in zip(spans, items)]
+        return proxy.get_label_scores(list(texts), q), [bool(a) for a in answers]
+    spans, conf = span_confidence(proxy, list(texts), q)
+    agree = [{(s.start, s.end) for s in p} == {(s.start, s.end) for s in a} for p, a in zip(spans, answers)]
     return conf, agree
+
+
+def heldout_scores(proxy, rows: Sequence[AnnotationRow], docs: Mapping, sub_task: SubTask) -> tuple[list[float], list[bool]]:
+    """:func:`scores_and_oracle` on one sub-task's held-out annotations. Rows of other sub-tasks, the
+    train split, unusable replies and documents missing from ``docs`` are skipped."""
+    items = [r for r in rows if r.split == "heldout" and (r.kind, r.instruction) == sub_task and r.usable
+             and r.doc_id in docs]
+    return scores_and_oracle(proxy, sub_task, [docs[r.doc_id].text for r in items],
+                             [bool(r.label) if sub_task[0] == "label" else r.spans for r in items])
 
 
 def task_bands(proxy, rows: Sequence[AnnotationRow], docs: Mapping, sub_tasks: Sequence[SubTask], target,

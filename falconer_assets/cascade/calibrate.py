@@ -74,10 +74,12 @@ import math
 import random
 from bisect import bisect_left
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Sequence
 
 import pydantic
 from scipy.stats import beta as _beta_dist
+
+from falconer_assets.inputs.tasks import QualityTarget
 
 KINDS = ("label", "span")
 """Sub-task kinds a band can be calibrated for: ``get_label`` and ``get_span``."""
@@ -91,36 +93,10 @@ ROUTES = ("yes", "no", "llm")
 the document goes to the LLM."""
 
 
-class QualityTarget(pydantic.BaseModel):
-    """A task's ``quality:`` block: which measure must reach ``value`` with probability ``1 - delta``.
-
-    Attributes:
-        target: ``"recall"`` or ``"precision"`` of each label sub-task's final answers against the
-            LLM annotator (span sub-tasks use per-document agreement whatever the target).
-        value: the level the measure must reach, in (0, 1).
-        delta: the allowed failure probability of the guarantee, in (0, 1).
-        llm_budget: the largest share of documents, in [0, 1], the band may send to the LLM on
-            the unconstrained side (label sub-tasks); never traded against the target.
-
-    Raises:
-        pydantic.ValidationError: (a ``ValueError``) naming the bad or unknown field.
-
-    Source: SUPG (Kang et al., VLDB 2020) recall / precision targets with failure probability
-    ``delta``; BARGAIN (Zeighami et al., 2025) for the oracle-budget framing.
-    """
-
-    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
-
-    target: Literal["recall", "precision"]
-    value: float = pydantic.Field(gt=0.0, lt=1.0)
-    delta: float = pydantic.Field(0.1, gt=0.0, lt=1.0)
-    llm_budget: float = pydantic.Field(0.2, ge=0.0, le=1.0)
-
-
 def as_target(target) -> QualityTarget:
-    """``target`` as a :class:`QualityTarget`: itself, or validated from a mapping or from another
-    pydantic model with the same fields (e.g. the task file's ``quality:`` block,
-    :class:`falconer_assets.inputs.tasks.QualityTarget`).
+    """``target`` as a :class:`QualityTarget` (the task file's ``quality:`` block,
+    :class:`falconer_assets.inputs.tasks.QualityTarget`): itself, or validated from a mapping or from
+    another pydantic model with the same fields.
 
     Raises:
         TypeError: anything else. pydantic.ValidationError (a ``ValueError``): bad or unknown fields.
