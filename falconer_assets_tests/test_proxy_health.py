@@ -21,7 +21,7 @@ from falconer_assets.inputs.corpus import Document  # noqa: E402
 from falconer_assets.proxy import nte  # noqa: E402
 from falconer_assets.proxy.health import (  # noqa: E402
     annotator_yes_rates,
-    collapse_findings,
+    collapse_of,
     count_yes,
     heldout_collapse,
     yes_rate_finding,
@@ -70,34 +70,43 @@ def _sp(text: str, word: str) -> Span:
 
 
 def test_label_collapse_is_one_answer_for_every_doc_where_the_annotator_used_both():
-    [finding] = collapse_findings("label", GAME_Q, [True, False, False, True, False], [False] * 5)
-    assert f'"{GAME_Q}"' in finding and '"no" on all 5 held-out docs' in finding
-    assert "yes on 2 and no on 3" in finding
-    assert "label_extra_ratio" in finding and "quality:" in finding and "base_model" in finding
-    [all_yes] = collapse_findings("label", GAME_Q, [True, False], [True, True])
-    assert '"yes" on all 2' in all_yes
+    annotator = [True, False, False, True, False, True, True, True]
+    collapse = collapse_of("label", GAME_Q, annotator, [False] * 8)
+    assert f'"{GAME_Q}"' in collapse.finding and '"no" on all 8 held-out docs' in collapse.finding
+    assert "yes on 5 and no on 3" in collapse.finding
+    assert "label_extra_ratio" in collapse.finding and "quality:" in collapse.finding
+    assert "base_model" in collapse.finding
+    # the evidence is the docs the one answer contradicts: 5 yes docs said "no" -> conclusive
+    assert collapse.evidence == 5 and collapse.conclusive and "Not conclusive" not in collapse.finding
+    # all "yes" contradicts only the 3 no docs: a collapse, but 0.5**3 = 12% is not conclusive
+    all_yes = collapse_of("label", GAME_Q, annotator, [True] * 8)
+    assert '"yes" on all 8' in all_yes.finding and all_yes.evidence == 3 and not all_yes.conclusive
+    assert "Not conclusive: with 3 contradicted held-out doc(s)" in all_yes.finding and "12%" in all_yes.finding
     # healthy: both answers used, even if mostly wrong
-    assert collapse_findings("label", GAME_Q, [True, False, False], [False, True, True]) == []
+    assert collapse_of("label", GAME_Q, [True, False, False], [False, True, True]) is None
     # the annotator itself used one class: nothing says the proxy collapsed
-    assert collapse_findings("label", GAME_Q, [False] * 4, [False] * 4) == []
-    assert collapse_findings("label", GAME_Q, [], []) == []
+    assert collapse_of("label", GAME_Q, [False] * 4, [False] * 4) is None
+    assert collapse_of("label", GAME_Q, [], []) is None
 
 
 def test_span_collapse_is_no_span_where_the_annotator_found_some():
     gold = [[_sp(GAMES[0], "puzzle")], [], [_sp(GAMES[2], "strategy"), _sp(GAMES[2], "fantasy")]]
-    [finding] = collapse_findings("span", GENRE_Q, gold, [[], [], []])
-    assert "found 3 spans in 2 of 3 held-out docs" in finding and "the proxy found none" in finding
-    assert "label_extra_ratio" in finding
+    collapse = collapse_of("span", GENRE_Q, gold, [[], [], []])
+    assert "found 3 spans in 2 of 3 held-out docs" in collapse.finding and "the proxy found none" in collapse.finding
+    assert "label_extra_ratio" in collapse.finding
+    assert collapse.evidence == 2 and not collapse.conclusive
+    five = [[_sp(GAMES[i], "game")] for i in range(5)]  # spans in 5 docs: conclusive
+    assert collapse_of("span", GENRE_Q, five + [[]], [[]] * 6).conclusive
     # one span anywhere (even a wrong one) is not a collapse; no gold span, nothing to compare
-    assert collapse_findings("span", GENRE_Q, gold, [[], [_sp(GAMES[1], "racing")], []]) == []
-    assert collapse_findings("span", GENRE_Q, [[], []], [[], []]) == []
+    assert collapse_of("span", GENRE_Q, gold, [[], [_sp(GAMES[1], "racing")], []]) is None
+    assert collapse_of("span", GENRE_Q, [[], []], [[], []]) is None
 
 
-def test_collapse_findings_reject_bad_input():
+def test_collapse_of_rejects_bad_input():
     with pytest.raises(ValueError, match="kind"):
-        collapse_findings("ner", GAME_Q, [], [])
+        collapse_of("ner", GAME_Q, [], [])
     with pytest.raises(ValueError, match="2 annotator answers but 1"):
-        collapse_findings("label", GAME_Q, [True, False], [True])
+        collapse_of("label", GAME_Q, [True, False], [True])
 
 
 def test_yes_rate_interval_is_wilson():
@@ -171,14 +180,15 @@ def test_heldout_collapse_runs_each_sub_task_on_the_heldout_docs_only():
         seen.append((q, len(ts)))
         return [[_sp(t, w) for w in ("puzzle", "racing") if w in t] for t in ts]
 
-    findings, summary = heldout_collapse(rows, docs, always_no, genre_words)
+    collapses, summary = heldout_collapse(rows, docs, always_no, genre_words)
     assert seen == [(GAME_Q, 6), (GENRE_Q, 6)]
-    assert len(findings) == 1 and '"no" on all 6 held-out docs' in findings[0]
+    assert len(collapses) == 1 and '"no" on all 6 held-out docs' in collapses[0].finding
+    assert collapses[0].evidence == 3
     assert summary == [
         {"kind": "label", "instruction": GAME_Q, "heldout_docs": 6, "annotator": 3, "proxy": 0},
         {"kind": "span", "instruction": GENRE_Q, "heldout_docs": 6, "annotator": 3, "proxy": 2}]
-    findings, _ = heldout_collapse(rows, docs, lambda ts, q: ["game" in t for t in ts], lambda ts, q: [[]] * len(ts))
-    assert len(findings) == 1 and "the proxy found none" in findings[0]
+    collapses, _ = heldout_collapse(rows, docs, lambda ts, q: ["game" in t for t in ts], lambda ts, q: [[]] * len(ts))
+    assert len(collapses) == 1 and "the proxy found none" in collapses[0].finding
 
 
 def test_annotator_yes_rates_use_the_random_sample_of_both_splits():

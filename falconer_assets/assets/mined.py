@@ -152,7 +152,7 @@ def _cascade_metadata(cascade: CascadePrimitives, docs) -> dict:
 
 
 def _require_healthy_proxy(context: dg.AssetExecutionContext, task: str) -> None:
-    """Raise ``dg.Failure`` when the latest ``proxy_checkpoint`` of ``task`` failed its ``no_collapse`` check.
+    """Raise ``dg.Failure`` when the latest ``proxy_checkpoint`` of ``task`` collapsed conclusively (``no_collapse``).
 
     A blocking check stops downstream steps of its own run only; ``mined`` runs in runs of its own
     (another partitions definition), so it reads the verdict from the materialization's metadata.

@@ -23,8 +23,8 @@ PROXY_RECIPE_VERSION = "1"
 that should retrain every task's proxy (the automation sensor then marks them all stale)."""
 
 NO_COLLAPSE = "no_collapse"
-"""Name of the blocking check of ``proxy_checkpoint``; its verdict is also the materialization's metadata
-``no_collapse`` (``True``/``False``), which ``mined`` reads before mining with the checkpoint."""
+"""Name of the blocking check of ``proxy_checkpoint``; its verdict (``False`` on a conclusive collapse) is
+also the materialization's metadata ``no_collapse``, which ``mined`` reads before mining with the checkpoint."""
 
 
 @dg.asset(
@@ -56,7 +56,9 @@ def proxy_checkpoint(context: dg.AssetExecutionContext, workspace: Workspace, pr
     Blocking check `no_collapse` (also when the checkpoint is reused): the proxy runs on the held-out
     annotations of every sub-task; it fails when the proxy gives one answer to every held-out doc where
     the annotator gave both, or finds no span where the annotator found some. Its findings say what to
-    do; `mined` refuses a checkpoint whose check failed (metadata `no_collapse`).
+    do. With at least 5 held-out docs contradicting the one answer the collapse is conclusive: the check
+    fails as an error, which blocks, and `mined` refuses the checkpoint (metadata `no_collapse`); with
+    fewer it fails as a warning (a tiny held-out split cannot tell a collapse from bad luck).
     """
     task = workspace.task(context.partition_key)
     out = proxy.checkpoint_path(task.name)
@@ -126,20 +128,29 @@ def proxy_checkpoint(context: dg.AssetExecutionContext, workspace: Workspace, pr
 
 
 def _no_collapse(context: dg.AssetExecutionContext, model: NTEProxy, rows, docs, batch_size: int):
-    """The ``no_collapse`` check result and the materialization metadata of the same verdict."""
-    findings, summary = heldout_collapse(
+    """The ``no_collapse`` check result and the materialization metadata of the same verdict.
+
+    Any collapse fails the check; only a conclusive one (``proxy.health.MIN_COLLAPSE_EVIDENCE`` contradicted
+    held-out docs) fails it with ``ERROR`` severity, which blocks downstream assets and sets the
+    metadata ``no_collapse`` to ``False`` that ``mined`` reads. An inconclusive one is a ``WARN``.
+    """
+    collapses, summary = heldout_collapse(
         rows, docs, lambda texts, q: model.get_label(texts, q, batch_size=batch_size),
         lambda texts, q: model.get_span(texts, q, batch_size=batch_size))
+    findings = [c.finding for c in collapses]
+    conclusive = any(c.conclusive for c in collapses)
     for finding in findings:
         context.log.warning(finding)
     table = dg.MetadataValue.md(md_table(
         ["kind", "instruction", "held-out docs", "annotator: yes / spans", "proxy: yes / spans"],
         [list(s.values()) for s in summary]))
     check = dg.AssetCheckResult(
-        check_name=NO_COLLAPSE, asset_key=PROXY_CHECKPOINT, passed=not findings,
+        check_name=NO_COLLAPSE, asset_key=PROXY_CHECKPOINT, passed=not collapses,
+        severity=dg.AssetCheckSeverity.ERROR if conclusive else dg.AssetCheckSeverity.WARN,
         description=" ".join(findings) if findings else None,
-        metadata={"findings": dg.MetadataValue.json(findings), "heldout_sub_tasks": table})
-    return check, {NO_COLLAPSE: not findings, "collapse_findings": dg.MetadataValue.json(findings)}
+        metadata={"findings": dg.MetadataValue.json(findings), "heldout_sub_tasks": table,
+                  "conclusive": conclusive})
+    return check, {NO_COLLAPSE: not conclusive, "collapse_findings": dg.MetadataValue.json(findings)}
 
 
 def _continual(context: dg.AssetExecutionContext, earlier_task: str, before: dict, after: dict) -> dict:

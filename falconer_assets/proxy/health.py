@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from statistics import NormalDist
 
 from falconer_assets.inputs.corpus import Document
@@ -34,12 +35,41 @@ _REMEDIES = ("annotate more training docs (raise the annotations config's `label
 """What a user can do about a collapsed or miscalibrated proxy (every finding ends with it)."""
 
 
-def collapse_findings(kind: str, instruction: str, annotator: Sequence, proxy: Sequence) -> list[str]:
-    """Findings when the proxy has collapsed on one sub-task's held-out documents.
+MIN_COLLAPSE_EVIDENCE = 5
+"""Contradicted held-out docs a collapse needs to be conclusive (and block mining).
+
+A collapsed proxy gives one answer everywhere; the evidence is the number ``k`` of held-out docs where
+that answer contradicts the annotator (docs the annotator said the other class for, or docs where it
+found spans). A proxy that gets at least half of such docs right would still miss all ``k`` with
+probability at most ``0.5 ** k``: 3.1% for ``k = 5``, below the 5% of a conventional test; for
+``k <= 4`` (12.5% to 6.3%) a tiny held-out split cannot tell a collapse from bad luck."""
+
+
+@dataclass(frozen=True)
+class Collapse:
+    """A proxy that gave one answer on every held-out doc of a sub-task where the annotator did not.
+
+    Attributes:
+        finding: one sentence with the numbers and what to do about it.
+        evidence: held-out docs where the proxy's one answer contradicts the annotator (>= 1).
+    """
+
+    finding: str
+    evidence: int
+
+    @property
+    def conclusive(self) -> bool:
+        """``evidence >= MIN_COLLAPSE_EVIDENCE``: strong enough to block mining."""
+        return self.evidence >= MIN_COLLAPSE_EVIDENCE
+
+
+def collapse_of(kind: str, instruction: str, annotator: Sequence, proxy: Sequence) -> Collapse | None:
+    """The collapse of the proxy on one sub-task's held-out documents, if it collapsed.
 
     For a label sub-task the proxy has collapsed when it gives the same answer to every held-out doc
     while the annotator answered both "yes" and "no" on them; for a span sub-task, when the annotator
-    found at least one span in the held-out docs and the proxy found none at all.
+    found at least one span in the held-out docs and the proxy found none at all. The finding says
+    whether the evidence is conclusive (see :data:`MIN_COLLAPSE_EVIDENCE`).
 
     Args:
         kind: ``"label"`` or ``"span"``.
@@ -49,8 +79,8 @@ def collapse_findings(kind: str, instruction: str, annotator: Sequence, proxy: S
         proxy: the proxy's answers on the same docs, same order and types.
 
     Returns:
-        ``[]`` when healthy (also with no held-out doc, or when the annotator itself used one class or
-        found no span, so there is nothing to compare), else one finding.
+        ``None`` when healthy (also with no held-out doc, or when the annotator itself used one class
+        or found no span, so there is nothing to compare), else the :class:`Collapse`.
 
     Raises:
         ValueError: on an unknown ``kind`` or when ``annotator`` and ``proxy`` differ in length.
@@ -64,18 +94,24 @@ def collapse_findings(kind: str, instruction: str, annotator: Sequence, proxy: S
         yes = sum(bool(a) for a in annotator)
         answers = {bool(p) for p in proxy}
         if n == 0 or yes in (0, n) or len(answers) != 1:
-            return []
-        said = "yes" if answers.pop() else "no"
-        return [f'label sub-task "{instruction}": the proxy answered "{said}" on all {n} held-out docs, where the '
-                f'annotator said yes on {yes} and no on {n - yes}; the proxy has collapsed to one class. To fix: '
-                f"{_REMEDIES}."]
-    gold_spans = sum(len(_spans(a)) for a in annotator)
-    found = sum(len(_spans(p)) for p in proxy)
-    if gold_spans == 0 or found > 0:
-        return []
-    docs_with = sum(bool(_spans(a)) for a in annotator)
-    return [f'span sub-task "{instruction}": the annotator found {gold_spans} spans in {docs_with} of {n} held-out '
-            f"docs, the proxy found none; the extractor has collapsed to extracting nothing. To fix: {_REMEDIES}."]
+            return None
+        said_yes = answers.pop()
+        evidence = n - yes if said_yes else yes
+        text = (f'label sub-task "{instruction}": the proxy answered "{"yes" if said_yes else "no"}" on all {n} '
+                f"held-out docs, where the annotator said yes on {yes} and no on {n - yes}; the proxy has "
+                "collapsed to one class.")
+    else:
+        gold_spans = sum(len(_spans(a)) for a in annotator)
+        if gold_spans == 0 or any(_spans(p) for p in proxy):
+            return None
+        evidence = sum(bool(_spans(a)) for a in annotator)
+        text = (f'span sub-task "{instruction}": the annotator found {gold_spans} spans in {evidence} of {n} '
+                "held-out docs, the proxy found none; the extractor has collapsed to extracting nothing.")
+    if evidence < MIN_COLLAPSE_EVIDENCE:
+        text += (f" Not conclusive: with {evidence} contradicted held-out doc(s), a proxy right on half of them "
+                 f"would miss all with probability {0.5 ** evidence:.0%}, so mining is not blocked (a "
+                 f"conclusive collapse needs {MIN_COLLAPSE_EVIDENCE}; annotate more docs to tell).")
+    return Collapse(f"{text} To fix: {_REMEDIES}.", evidence)
 
 
 def _spans(answer) -> Sequence[Span]:
@@ -156,7 +192,7 @@ def yes_rate_finding(instruction: str, proxy_yes: int, proxy_n: int, annotator_y
 
 
 def heldout_collapse(rows: Sequence[AnnotationRow], docs: Mapping[str, Document], get_label: LabelFn,
-                     get_span: SpanFn) -> tuple[list[str], list[dict]]:
+                     get_span: SpanFn) -> tuple[list[Collapse], list[dict]]:
     """Run the proxy on the held-out annotations, sub-task by sub-task, and look for a collapse.
 
     Args:
@@ -166,7 +202,7 @@ def heldout_collapse(rows: Sequence[AnnotationRow], docs: Mapping[str, Document]
         get_label, get_span: the proxy's primitives (e.g. ``NTEProxy.get_label``).
 
     Returns:
-        ``(findings, summary)``: the :func:`collapse_findings` of every sub-task, and one dict per
+        ``(collapses, summary)``: the :class:`Collapse` of every collapsed sub-task, and one dict per
         sub-task (first-seen order) with ``kind``, ``instruction``, ``heldout_docs``, ``annotator``
         and ``proxy``: the "yes" answers (labels) or the spans found (spans) of each.
     """
@@ -174,7 +210,7 @@ def heldout_collapse(rows: Sequence[AnnotationRow], docs: Mapping[str, Document]
     for r in rows:
         if r.split == "heldout" and r.usable and r.doc_id in docs:
             groups.setdefault((r.kind, r.instruction), []).append(r)
-    findings: list[str] = []
+    collapses: list[Collapse] = []
     summary: list[dict] = []
     for (kind, instruction), group in groups.items():
         texts = [docs[r.doc_id].text for r in group]
@@ -186,10 +222,12 @@ def heldout_collapse(rows: Sequence[AnnotationRow], docs: Mapping[str, Document]
             gold = [list(r.spans) for r in group]
             pred = get_span(texts, instruction)
             counts = (sum(map(len, gold)), sum(map(len, pred)))
-        findings += collapse_findings(kind, instruction, gold, pred)
+        collapse = collapse_of(kind, instruction, gold, pred)
+        if collapse is not None:
+            collapses.append(collapse)
         summary.append({"kind": kind, "instruction": instruction, "heldout_docs": len(group),
                         "annotator": counts[0], "proxy": counts[1]})
-    return findings, summary
+    return collapses, summary
 
 
 def count_yes(get_label: LabelFn, counts: dict[str, list[int]]) -> LabelFn:
