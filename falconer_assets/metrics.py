@@ -273,6 +273,20 @@ def _resample_blocks(n_docs: int, n_boot: int, seed: int) -> Iterator[np.ndarray
         done += k
 
 
+def _resample_strata(strata: np.ndarray, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """Like :func:`_resample_blocks`, but each row resamples every stratum (documents with the same
+    ``strata`` code) within itself with replacement, keeping its size: ``N`` indices per row."""
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(strata == k) for k in np.unique(strata)]
+    n_docs = len(strata)
+    rows = max(1, _BLOCK // n_docs)
+    done = 0
+    while done < n_boot:
+        k = min(rows, n_boot - done)
+        yield np.concatenate([m[rng.integers(0, len(m), size=(k, len(m)))] for m in members], axis=1)
+        done += k
+
+
 def _percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
     if not np.all(np.isfinite(values)):
         raise ValueError("the score of a resample is not finite")
@@ -404,6 +418,12 @@ class DocCounts:
         method and sources), computed as numpy sums over blocks of resamples: about 1 ms for
         25 documents, tens of ms for 1,000.
 
+        Weights that take several values mark the strata of a stratified sample (the enlarged
+        held-out split of ``annotations``: one weight per stratum); the documents are then
+        resampled within each stratum, keeping its size (the stratified bootstrap, Davison &
+        Hinkley 1997, *Bootstrap Methods and their Application*, 3.7), since the design fixed how
+        many documents each stratum contributes.
+
         Args:
             weights: ``N`` finite non-negative per-document weights, or None for 1 each.
             n_boot, confidence, seed: as in :func:`bootstrap_interval`.
@@ -418,8 +438,11 @@ class DocCounts:
         _check_bootstrap(self.n, n_boot, confidence)
         w = _doc_weights(weights, self.n)
         tp, fp, fn = self.tp * w, self.fp * w, self.fn * w
+        strata = np.unique(w, return_inverse=True)[1].reshape(-1)
+        blocks = (_resample_blocks(self.n, n_boot, seed) if strata.max(initial=0) == 0
+                  else _resample_strata(strata, n_boot, seed))
         values = np.concatenate([f1_from_counts(tp[idx].sum(axis=1), fp[idx].sum(axis=1), fn[idx].sum(axis=1))
-                                 for idx in _resample_blocks(self.n, n_boot, seed)])
+                                 for idx in blocks])
         return _percentile_interval(values, confidence)
 
 

@@ -37,7 +37,12 @@ def _chat(calls: list):
     return chat
 
 
-def _run(cache: dict, calls: list, heuristic=LabelHeuristic(candidate_pool=20), scorer_loads: list | None = None):
+PICKS_ONLY = LabelHeuristic(candidate_pool=20, heldout_positives=0)
+"""The Appendix B training picks without the held-out enlargement (tested on its own below)."""
+
+
+def _run(cache: dict, calls: list, heuristic=PICKS_ONLY, scorer_loads: list | None = None,
+         strata: dict | None = None):
     def load_scorer():
         (scorer_loads if scorer_loads is not None else []).append(1)
         return lambda texts, q: [0.9 if any(t == DOCS[g].text for g in GAMES) else 0.1 for t in texts]
@@ -45,7 +50,9 @@ def _run(cache: dict, calls: list, heuristic=LabelHeuristic(candidate_pool=20), 
     return annotate_sub_tasks(
         corpus="debian_packages", docs=DOCS, sampled=SAMPLED, sub_tasks=SUB_TASKS, heuristic=heuristic,
         llm_identity=[None, "scripted", 0.0, 256], scorer_name="stub", cached=lambda k: cache.get(k, []),
-        save=cache.__setitem__, chat=_chat(calls), load_scorer=load_scorer)
+        save=cache.__setitem__, chat=_chat(calls), load_scorer=load_scorer,
+        cached_stratum=(strata if strata is not None else {}).get,
+        save_stratum=(strata if strata is not None else {}).__setitem__)
 
 
 def test_annotates_each_sub_task_once_with_appendix_b_picks_outside_the_sample():
@@ -163,7 +170,7 @@ def test_a_new_label_question_with_other_picks_re_annotates_the_span_sub_task():
     other = annotate_sub_tasks(
         corpus="debian_packages", docs=DOCS, sampled=SAMPLED,
         sub_tasks=[("label", "Is this a library?"), ("span", GENRE_Q)],
-        heuristic=LabelHeuristic(candidate_pool=20), llm_identity=[None, "scripted", 0.0, 256], scorer_name="stub",
+        heuristic=PICKS_ONLY, llm_identity=[None, "scripted", 0.0, 256], scorer_name="stub",
         cached=lambda k: cache.get(k, []), save=cache.__setitem__,
         chat=lambda m: (calls.append(m), ChatResult(text="No" if "library" in json.dumps(m) else "NONE",
                                                     prompt_tokens=1, completion_tokens=1, latency_s=0.0,

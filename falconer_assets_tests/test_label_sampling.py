@@ -177,13 +177,17 @@ def test_candidate_pool_is_a_seeded_subset_and_budget_rounds():
 
 # ----------------------------------------------------------------------------- warehouse migration
 
-def test_ensure_schema_adds_origin_to_an_old_warehouse(tmp_path):
+def test_ensure_schema_adds_origin_and_weight_to_an_old_warehouse(tmp_path):
     db = str(tmp_path / "old.duckdb")
-    old_cols = SCHEMA["annotations"].replace(", origin VARCHAR", "")
-    assert "origin" not in old_cols
+    old_cols = SCHEMA["annotations"].replace(", origin VARCHAR, weight DOUBLE", "")
+    assert "origin" not in old_cols and "weight" not in old_cols
     with duckdb.connect(db) as con:
         con.execute(f"CREATE TABLE annotations ({old_cols})")
-        con.execute("INSERT INTO annotations (task, kind, doc_id, split) VALUES ('other', 'label', 'x', 'train')")
+        con.execute("INSERT INTO annotations (task, kind, doc_id, split, parse_ok) "
+                    "VALUES ('other', 'label', 'x', 'train', true)")
+    with duckdb.connect(db, read_only=True) as con:  # read before any write migrated it: weight 1.0
+        [row] = read_annotations(con, "other")
+        assert row.weight == 1.0 and row.origin is None
     with duckdb.connect(db) as con:
         ensure_schema(con)
         ensure_schema(con)  # idempotent

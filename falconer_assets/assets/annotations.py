@@ -17,9 +17,11 @@ from falconer_assets.resources.proxy import ProxyResource
 from falconer_assets.resources.workspace import Workspace
 from falconer_assets.warehouse.rows import annotation_set_version
 from falconer_assets.warehouse.store import (
+    read_cached_stratum,
     read_cached_subtask,
     read_corpus_sample,
     write_annotations,
+    write_cached_stratum,
     write_cached_subtask,
 )
 
@@ -46,7 +48,10 @@ def annotations(context: dg.AssetExecutionContext, config: AnnotationsConfig, wo
     annotated on extra training docs scored zero-shot by the proxy base (`origin` = why it was picked,
     split "train"), and each span sub-task on the union of the label sub-tasks' likely positives
     (`origin` "likely_positive", split "train"), so an extraction that occurs only in the rare
-    positives (a game's genre) gets training spans. Span answers are aligned to character offsets;
+    positives (a game's genre) gets training spans. When the random held-out docs hold too few
+    positives, the held-out split is enlarged with docs of the high-score stratum, annotated on every
+    sub-task and weighted so `eval` stays unbiased (`heldout_*` settings; metadata `heldout_stratum`).
+    Span answers are aligned to character offsets;
     answers not found in the text are dropped and counted. Sub-tasks are cached in
     `subtask_annotations`: a new plan that reuses three of four sub-tasks pays the LLM for the fourth
     only (a span sub-task's key includes the plan's label questions and the heuristic settings).
@@ -71,6 +76,14 @@ def annotations(context: dg.AssetExecutionContext, config: AnnotationsConfig, wo
         with warehouse.get_connection() as conn:
             write_cached_subtask(conn, key, task.corpus, rows)
 
+    def cached_stratum(key: str):
+        with warehouse.get_connection() as conn:
+            return read_cached_stratum(conn, key)
+
+    def save_stratum(key: str, stratum: dict) -> None:
+        with warehouse.get_connection() as conn:
+            write_cached_stratum(conn, key, task.corpus, stratum)
+
     if not any(doc_id in corpus.by_id for doc_id, _ in sampled):
         raise dg.Failure(f"no sampled documents for corpus {task.corpus!r}: materialize "
                          f"{task.corpus}/corpus_sample first")
@@ -78,7 +91,8 @@ def annotations(context: dg.AssetExecutionContext, config: AnnotationsConfig, wo
         corpus=task.corpus, docs=corpus.by_id, sampled=sampled, sub_tasks=[(c.kind, c.instruction) for c in plan.calls],
         heuristic=config, llm_identity=[llm.base_url, llm.model, llm.temperature, llm.max_tokens],
         scorer_name=proxy.base_model or "metamodel", cached=cached, save=save, chat=llm.chat,
-        load_scorer=lambda: _zero_shot_scorer(context, proxy), log=context.log.info)
+        load_scorer=lambda: _zero_shot_scorer(context, proxy), log=context.log.info,
+        cached_stratum=cached_stratum, save_stratum=save_stratum)
     with warehouse.get_connection() as conn:
         n = write_annotations(conn, task.name, result.rows)
     if result.missing_ids:
@@ -126,6 +140,8 @@ def _metadata(result: AnnotationResult, config: AnnotationsConfig) -> dict:
              "yes rate: likely neg.", "scoring s"],
             [[q, h["candidates_scored"], *(h["picks"][r] for r in LABEL_REASONS), *h["llm_yes_rate"].values(),
               h["scoring_seconds"] if h["scoring_seconds"] is not None else ""] for q, h in heuristic.items()])),
+        "heldout_stratum": dg.MetadataValue.json(None if result.stratum is None else result.stratum.to_dict()),
+        "extra_heldout_docs": 0 if result.stratum is None else len(result.stratum.extra),
         "dropped_answers": sum(s["dropped"] for s in summary),
         "llm_calls": result.llm_calls,
         "llm_cache_hits": result.llm_cache_hits,

@@ -44,7 +44,10 @@ def eval_asset(context: dg.AssetExecutionContext, config: EvalConfig, workspace:
     Metrics (rows of `eval_metrics`): label precision/recall/F1 for label sub-tasks; seqeval exact
     span P/R/F1 and word-level P/R/F1 for span sub-tasks, proxy against the annotator on the held-out
     split. Each F1 also has the rows `<f1>_low` and `<f1>_high`: its 95% bootstrap interval over the
-    held-out documents (1,000 resamples of whole documents, seed 0). Read `F1 [low, high]` in the
+    held-out documents (1,000 resamples of whole documents, seed 0). When `annotations` enlarged the
+    held-out split with docs of the high-score stratum, every count is weighted by the doc's stratum
+    weight, so the F1 estimates the corpus' (an unweighted F1 over the enlarged split would overstate
+    the share of positives); `n` counts every held-out doc. Read `F1 [low, high]` in the
     table with its n (held-out docs; gold positives or spans): the held-out split is small, so the
     proxy's F1 on more documents like these is plausibly anywhere in the interval, and two F1s
     whose intervals overlap widely are not shown to differ. Speed (rows of `throughput`): the plan
@@ -104,11 +107,15 @@ def _achieved(c: dict) -> float:
 
 
 def _score(model: NTEProxy, kind: str, instruction: str, items: list[AnnotationRow], docs) -> SubtaskScore:
-    """The proxy's answers to one sub-task on its held-out docs, scored against the annotator's."""
+    """The proxy's answers to one sub-task on its held-out docs, scored against the annotator's, each doc
+    counted with its stratum weight (all 1 when the held-out split was not enlarged)."""
     texts = [docs[r.doc_id].text for r in items]
+    weights = [r.weight for r in items] if any(r.weight != 1.0 for r in items) else None
     if kind == "label":
-        return score_label_subtask(instruction, [bool(r.label) for r in items], model.get_label(texts, instruction))
-    return score_span_subtask(instruction, texts, [list(r.spans) for r in items], model.get_span(texts, instruction))
+        return score_label_subtask(instruction, [bool(r.label) for r in items], model.get_label(texts, instruction),
+                                   weights)
+    return score_span_subtask(instruction, texts, [list(r.spans) for r in items], model.get_span(texts, instruction),
+                              weights)
 
 
 def _f1_cell(m: dict[str, float], name: str) -> str:

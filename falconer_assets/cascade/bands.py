@@ -39,10 +39,12 @@ def scores_and_oracle(proxy, sub_task: SubTask, texts: Sequence[str], answers: S
 
 
 def heldout_scores(proxy, rows: Sequence[AnnotationRow], docs: Mapping, sub_task: SubTask) -> tuple[list[float], list[bool]]:
-    """:func:`scores_and_oracle` on one sub-task's held-out annotations. Rows of other sub-tasks, the
-    train split, unusable replies and documents missing from ``docs`` are skipped."""
+    """:func:`scores_and_oracle` on one sub-task's random held-out annotations. Rows of other sub-tasks,
+    the train split, unusable replies, documents missing from ``docs`` and the extra held-out docs of the
+    high-score stratum (origin ``heldout_stratum``: not a uniform draw, so an unweighted calibration on
+    them would overstate the proxy) are skipped."""
     items = [r for r in rows if r.split == "heldout" and (r.kind, r.instruction) == sub_task and r.usable
-             and r.doc_id in docs]
+             and r.doc_id in docs and r.origin != "heldout_stratum"]
     return scores_and_oracle(proxy, sub_task, [docs[r.doc_id].text for r in items],
                              [bool(r.label) if sub_task[0] == "label" else r.spans for r in items])
 

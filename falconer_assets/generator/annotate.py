@@ -17,6 +17,7 @@ Dagster asset around it only reads and writes the warehouse and reports metadata
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,10 +26,14 @@ from typing import Any
 import pydantic
 
 from falconer_assets.generator.sampling import (
+    HELDOUT_STRATUM,
     LABEL_REASONS,
+    HeldoutStratum,
     candidate_pool,
     check_label_shares,
     extra_budget,
+    extra_heldout_docs,
+    heldout_stratum,
     select_label_candidates,
 )
 from falconer_assets.inputs.corpus import Document
@@ -60,6 +65,15 @@ class LabelHeuristic(pydantic.BaseModel):
     the spans occur only inside the rare positives, which a random sample barely contains.
     ``label_heuristic=False`` (or ratio 0) annotates the corpus sample only. ``seed`` drives the
     pool and the picks.
+
+    Held-out enlargement (issue 10): when the random held-out docs hold fewer than
+    ``heldout_positives`` positives of some label sub-task, up to ``heldout_extra_max`` extra held-out
+    docs are drawn at random from the top ``heldout_top_share`` of a second pool (at most
+    ``heldout_pool`` docs outside the sample and the training pool), ranked by the highest zero-shot
+    ``P(Yes)`` over the plan's label questions; they are annotated on every sub-task (split
+    ``heldout``, origin ``heldout_stratum``) and every held-out doc is weighted by its stratum
+    (:class:`~falconer_assets.generator.sampling.HeldoutStratum`), so the eval estimate stays
+    unbiased. ``heldout_positives=0`` keeps the random held-out docs only.
     """
 
     label_heuristic: bool = True
@@ -68,17 +82,25 @@ class LabelHeuristic(pydantic.BaseModel):
     positive_share: float = 0.75
     candidate_pool: int = 1000
     seed: int = 0
+    heldout_positives: int = 30
+    heldout_extra_max: int = 40
+    heldout_top_share: float = 0.1
+    heldout_pool: int = 500
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the bad setting (checked before any LLM call)."""
         check_label_shares(self.random_share, self.positive_share)
         extra_budget(0, self.label_extra_ratio)
-        if self.candidate_pool < 0:
-            raise ValueError(f"candidate_pool must be >= 0, got {self.candidate_pool}")
+        for name in ("candidate_pool", "heldout_positives", "heldout_extra_max", "heldout_pool"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 < self.heldout_top_share < 1:
+            raise ValueError(f"heldout_top_share must be in (0, 1), got {self.heldout_top_share}")
 
     def settings(self) -> dict:
-        """The heuristic's settings as a plain dict (part of the sub-task cache key)."""
-        return {name: getattr(self, name) for name in LabelHeuristic.model_fields}
+        """The training-pick settings as a plain dict (part of a label sub-task's cache key; the
+        held-out settings are not: they do not change the training picks)."""
+        return {name: getattr(self, name) for name in LabelHeuristic.model_fields if not name.startswith("heldout_")}
 
 
 def _picks_extra_docs(heuristic: LabelHeuristic) -> bool:
@@ -114,6 +136,16 @@ def subtask_cache_key(corpus: str, sample_version: str, sub_task: SubTask, heuri
     elif extra_docs:
         extra = {"likely_positive_docs": sorted(set(extra_docs))}
     return digest("subtask", corpus, sample_version, kind, instruction, list(llm_identity), extra)
+
+
+def stratum_cache_key(corpus: str, sample_version: str, sub_task: SubTask, llm_identity: Sequence[Any],
+                      extra_docs: Sequence[str]) -> str:
+    """Key of one sub-task's annotations on the extra held-out docs (:class:`HeldoutStratum`) in the
+    sub-task cache: the corpus, the sample, the sub-task, the LLM and the doc ids (sorted). Separate from
+    :func:`subtask_cache_key`, so enlarging the held-out split leaves the cached training answers valid."""
+    kind, instruction = sub_task
+    return digest("heldout_stratum", corpus, sample_version, kind, instruction, list(llm_identity),
+                  sorted(set(extra_docs)))
 
 
 def likely_positive_picks(label_rows: Sequence[Sequence[AnnotationRow]]) -> list[str]:
@@ -190,11 +222,13 @@ class AnnotationResult:
         llm_calls, llm_cache_hits, llm_tokens, llm_seconds: the annotator calls made in this run
             (``llm_seconds``: sum of the original call latencies).
         missing_ids: sampled ids that are no longer in the corpus (left out).
+        stratum: the held-out enlargement, or ``None`` when the held-out split is the random sample only.
     """
 
     sub_tasks: list[SubTaskAnnotations]
     budget: int
     pool_size: int
+    stratum: HeldoutStratum | None = None
     llm_calls: int = 0
     llm_cache_hits: int = 0
     llm_tokens: int = 0
@@ -221,6 +255,8 @@ def annotate_sub_tasks(
     chat: Callable[[list[dict]], Any],
     load_scorer: Callable[[], LabelScorer],
     log: Callable[[str], None] = lambda _m: None,
+    cached_stratum: Callable[[str], dict | None] = lambda _k: None,
+    save_stratum: Callable[[str, dict], None] = lambda _k, _v: None,
 ) -> AnnotationResult:
     """Annotate every sub-task of a plan on the corpus sample (plus Appendix B picks), reusing cached ones.
 
@@ -244,6 +280,9 @@ def annotate_sub_tasks(
         load_scorer: builds the zero-shot scorer; called at most once, only if a label sub-task
             needs scoring.
         log: progress lines (every 25 calls, with rate and ETA).
+        cached_stratum, save_stratum: the cache of held-out enlargement decisions
+            (``HeldoutStratum.to_dict()``, or ``{}`` for "not enlarged") by key, so a re-run neither
+            scores the held-out pool again nor calls the LLM.
 
     Returns:
         The :class:`AnnotationResult`.
@@ -320,7 +359,78 @@ def annotate_sub_tasks(
         rows = annotate(st, sample_items + [(doc_id, "train", "likely_positive") for doc_id in picks])
         save(key(st, picks), rows)
         done[st] = SubTaskAnnotations(st, rows, reused=False)
+
+    stratum = _heldout_stratum(heuristic, docs, sampled, sample, [(st, done[st].rows) for st in labels],
+                               lambda: scorer or load_scorer(), log,
+                               lambda extra: digest("stratum", corpus, sample_version, labels, list(llm_identity),
+                                                    scorer_name, heuristic.model_dump(), extra),
+                               cached_stratum, save_stratum)
+    if stratum is not None:  # every sub-task on the extra held-out docs, then every held-out row weighted
+        progress["total"] += len(stratum.extra) * len(unique)
+        for st in unique:
+            skey = stratum_cache_key(corpus, sample_version, st, llm_identity, stratum.extra)
+            rows = cached(skey)
+            if not rows:
+                rows = annotate(st, [(doc_id, "heldout", HELDOUT_STRATUM) for doc_id in stratum.extra])
+                save(skey, rows)
+            done[st].rows = [dataclasses.replace(r, weight=stratum.weight(r.doc_id)) if r.split == "heldout"
+                             else r for r in done[st].rows + rows]
     return AnnotationResult(
         sub_tasks=[done[st] for st in unique], budget=budget, pool_size=len(pool), llm_calls=len(llm.annotations),
         llm_cache_hits=sum(a.cached for a in llm.annotations), llm_tokens=llm.tokens,
-        llm_seconds=llm.llm_seconds, missing_ids=missing)
+        llm_seconds=llm.llm_seconds, missing_ids=missing, stratum=stratum)
+
+
+def _heldout_stratum(heuristic: LabelHeuristic, docs: Mapping[str, Document], sampled: Sequence[tuple[str, str]],
+                     sample: Sequence[tuple[str, str]], label_rows: Sequence[tuple[SubTask, list[AnnotationRow]]],
+                     scorer: Callable[[], LabelScorer], log: Callable[[str], None], key: Callable[[int], str],
+                     cached: Callable[[str], dict | None], save: Callable[[str, dict], None]) -> HeldoutStratum | None:
+    """The held-out enlargement of :class:`LabelHeuristic` (``heldout_*`` settings), if it is needed.
+
+    Needs label sub-tasks and the heuristic on. The number of extra docs follows from the fewest
+    positives any label sub-task has among the random held-out docs and that sub-task's yes-rate on
+    its likely-positive picks (:func:`extra_heldout_docs`); only when extra docs are wanted are the
+    held-out pool and the random held-out docs scored zero-shot (the highest ``P(Yes)`` over the
+    label questions) and the stratum drawn. The decision is cached under ``key(n_extra)``.
+
+    Returns:
+        The stratum, or ``None`` when the held-out split stays the random sample.
+    """
+    if not (heuristic.label_heuristic and heuristic.heldout_positives and heuristic.heldout_extra_max
+            and heuristic.heldout_pool and label_rows):
+        return None
+    heldout = [i for i, split in sample if split == "heldout"]
+    sampled_ids = {i for i, _ in sampled}
+    training_pool = candidate_pool(docs, sampled_ids, heuristic.candidate_pool, heuristic.seed)
+    pool = candidate_pool(docs, sampled_ids | set(training_pool), heuristic.heldout_pool, f"heldout/{heuristic.seed}")
+    if not pool or not heldout:
+        return None
+
+    def positives(rows: list[AnnotationRow]) -> int:
+        return sum(bool(r.label) for r in rows if r.split == "heldout" and r.origin == "sample" and r.usable)
+
+    _, fewest = min(label_rows, key=lambda item: positives(item[1]))
+    picked = [bool(r.label) for r in fewest if r.origin == "likely_positive" and r.usable]
+    yes_rate = sum(picked) / len(picked) if picked else 0.5
+    n_extra = extra_heldout_docs(positives(fewest), heuristic.heldout_positives, yes_rate, heuristic.heldout_extra_max)
+    if not n_extra:
+        return None
+    found = cached(key(n_extra))
+    if found is not None:
+        return HeldoutStratum.from_dict(found) if found else None
+    score = scorer()
+    ids = list(pool) + heldout
+    texts = [docs[i].text for i in ids]
+    per_question = [score(texts, instruction) for (_, instruction), _ in label_rows]
+    scores = {i: max(float(s[k]) for s in per_question) for k, i in enumerate(ids)}
+    stratum = heldout_stratum({i: scores[i] for i in pool}, {i: scores[i] for i in heldout}, n_extra,
+                              heuristic.heldout_top_share, heuristic.seed)
+    if stratum is None:
+        log(f"held-out split not enlarged: no random held-out doc scores below the top "
+            f"{heuristic.heldout_top_share:.0%} of the held-out pool (the weights would be undefined)")
+    else:
+        log(f"held-out split enlarged by {len(stratum.extra)} docs of the top {stratum.p_high:.0%} stratum "
+            f"(random held-out positives {positives(fewest)} < {heuristic.heldout_positives}); weights "
+            f"{stratum.weight_high:.3f} (high) / {stratum.weight_low:.3f} (low)")
+    save(key(n_extra), {} if stratum is None else stratum.to_dict())
+    return stratum

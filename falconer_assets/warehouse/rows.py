@@ -14,13 +14,15 @@ from datetime import datetime
 from falconer_assets.spans import Span
 from falconer_assets.versions import digest
 
-ANNOTATION_ORIGINS: tuple[str, ...] = ("sample", "random", "likely_positive", "likely_negative")
+ANNOTATION_ORIGINS: tuple[str, ...] = ("sample", "random", "likely_positive", "likely_negative", "heldout_stratum")
 """Values of :attr:`AnnotationRow.origin`, i.e. why the doc was annotated: ``"sample"`` for a doc of the
 seeded corpus sample (every sub-task; split train or heldout); otherwise the reason the Appendix B
 heuristic picked an extra training doc for that one label sub-task (split train), as returned by
 :func:`falconer_assets.generator.sampling.select_label_candidates`: ``"random"`` (a uniform draw from
-the scored pool), ``"likely_positive"`` or ``"likely_negative"``. ``None`` only in rows written
-before the column existed (those all came from the corpus sample)."""
+the scored pool), ``"likely_positive"`` or ``"likely_negative"``; ``"heldout_stratum"`` for an extra
+held-out doc drawn from the high-score stratum (every sub-task; split heldout, weighted, see
+:class:`falconer_assets.generator.sampling.HeldoutStratum`). ``None`` only in rows written before the
+column existed (those all came from the corpus sample)."""
 
 
 def spans_to_json(spans: tuple[Span, ...] | list[Span]) -> str:
@@ -55,6 +57,9 @@ class AnnotationRow:
         latency_s: wall seconds of the original LLM call.
         tokens: prompt + completion tokens of the call.
         origin: why the doc was annotated, one of :data:`ANNOTATION_ORIGINS`.
+        weight: the held-out doc's weight in the eval estimate (its stratum's population share over
+            its held-out docs, see :class:`~falconer_assets.generator.sampling.HeldoutStratum`);
+            1.0 for training rows and for a held-out split that was not enlarged.
     """
 
     kind: str
@@ -69,6 +74,7 @@ class AnnotationRow:
     latency_s: float = 0.0
     tokens: int = 0
     origin: str | None = "sample"
+    weight: float = 1.0
 
     @property
     def sub_task(self) -> tuple[str, str]:

@@ -28,7 +28,7 @@ from falconer_assets.warehouse.rows import (
     spans_from_json,
     spans_to_json,
 )
-from falconer_assets.warehouse.tables import Slice, has_table, replace_rows, replace_slices
+from falconer_assets.warehouse.tables import Slice, has_table, replace_rows, replace_slices, table_columns
 
 _ANNOTATION_FIELDS = ("kind", "instruction", "doc_id", "split", "label", "spans", "dropped", "parse_ok", "raw",
                       "latency_s", "tokens", "origin")
@@ -83,16 +83,18 @@ def read_plan(conn: duckdb.DuckDBPyConnection, task: str) -> PlanRecord | None:
 def _annotation_dict(r: AnnotationRow) -> dict:
     return {"kind": r.kind, "instruction": r.instruction, "doc_id": r.doc_id, "split": r.split, "label": r.label,
             "spans": spans_to_json(r.spans), "dropped": json.dumps(list(r.dropped), ensure_ascii=False),
-            "parse_ok": r.parse_ok, "raw": r.raw, "latency_s": r.latency_s, "tokens": r.tokens, "origin": r.origin}
+            "parse_ok": r.parse_ok, "raw": r.raw, "latency_s": r.latency_s, "tokens": r.tokens, "origin": r.origin,
+            "weight": r.weight}
 
 
 def _annotation_row(values: tuple) -> AnnotationRow:
-    d = dict(zip(_ANNOTATION_FIELDS, values))
+    d = dict(zip(_ANNOTATION_FIELDS + ("weight",), values))  # the sub-task cache has no weight column
     return AnnotationRow(
         kind=d["kind"], instruction=d["instruction"], doc_id=d["doc_id"], split=d["split"],
         label=None if d["label"] is None else bool(d["label"]), spans=spans_from_json(d["spans"]),
         dropped=tuple(json.loads(d["dropped"] or "[]")), parse_ok=bool(d["parse_ok"]),
-        raw=d["raw"] or "", latency_s=float(d["latency_s"] or 0.0), tokens=int(d["tokens"] or 0), origin=d["origin"])
+        raw=d["raw"] or "", latency_s=float(d["latency_s"] or 0.0), tokens=int(d["tokens"] or 0), origin=d["origin"],
+        weight=1.0 if d.get("weight") is None else float(d["weight"]))
 
 
 def write_annotations(conn: duckdb.DuckDBPyConnection, task: str, rows: Sequence[AnnotationRow]) -> int:
@@ -106,12 +108,16 @@ def read_annotations(conn: duckdb.DuckDBPyConnection, task: str, split: str | No
 
     ``"train"`` holds the corpus sample's training docs (every sub-task) and, per label sub-task,
     the extra docs the Appendix B heuristic picked (``origin`` other than ``"sample"``);
-    ``"heldout"`` is only ever the random corpus sample.
+    ``"heldout"`` is the random corpus sample plus, when it was enlarged, the extra docs of the
+    high-score stratum (``origin`` ``"heldout_stratum"``); each held-out row carries its weight.
     """
     if not has_table(conn, "annotations"):
         return []
     where, params = ("task = ?", [task]) if split is None else ("task = ? AND split = ?", [task, split])
-    cur = conn.execute(f"SELECT {', '.join(_ANNOTATION_FIELDS)} FROM annotations WHERE {where} "
+    # a warehouse of an older version lacks later columns (origin, weight) until its next write
+    have = table_columns(conn, "annotations")
+    cols = ", ".join(c if c in have else "NULL" for c in _ANNOTATION_FIELDS + ("weight",))
+    cur = conn.execute(f"SELECT {cols} FROM annotations WHERE {where} "
                        "ORDER BY kind, instruction, doc_id", params)
     return [_annotation_row(v) for v in cur.fetchall()]
 
@@ -131,6 +137,21 @@ def write_cached_subtask(conn: duckdb.DuckDBPyConnection, cache_key: str, corpus
     """Replace the ``subtask_annotations`` rows of ``cache_key`` with ``rows``."""
     replace_rows(conn, "subtask_annotations", "cache_key", cache_key,
                  [{"cache_key": cache_key, "corpus": corpus, **_annotation_dict(r)} for r in rows])
+
+
+def read_cached_stratum(conn: duckdb.DuckDBPyConnection, cache_key: str) -> dict | None:
+    """The held-out enlargement decision cached under ``cache_key`` (``HeldoutStratum.to_dict()``, or
+    ``{}`` for "not enlarged"); ``None`` when nothing is cached."""
+    if not has_table(conn, "heldout_strata"):
+        return None
+    row = conn.execute("SELECT stratum FROM heldout_strata WHERE cache_key = ?", [cache_key]).fetchone()
+    return None if row is None else json.loads(row[0])
+
+
+def write_cached_stratum(conn: duckdb.DuckDBPyConnection, cache_key: str, corpus: str, stratum: dict) -> None:
+    """Replace the ``heldout_strata`` row of ``cache_key``."""
+    replace_rows(conn, "heldout_strata", "cache_key", cache_key,
+                 [{"cache_key": cache_key, "corpus": corpus, "stratum": json.dumps(stratum)}])
 
 
 # ---- mining -------------------------------------------------------------------------------------

@@ -18,13 +18,14 @@ SCHEMA: dict[str, str] = {
     "annotations": (
         "task VARCHAR, kind VARCHAR, instruction VARCHAR, doc_id VARCHAR, split VARCHAR, label BOOLEAN, "
         "spans VARCHAR, dropped VARCHAR, parse_ok BOOLEAN, raw VARCHAR, latency_s DOUBLE, tokens INTEGER, "
-        "origin VARCHAR"
+        "origin VARCHAR, weight DOUBLE"
     ),
     "subtask_annotations": (
         "cache_key VARCHAR, corpus VARCHAR, kind VARCHAR, instruction VARCHAR, doc_id VARCHAR, split VARCHAR, "
         "label BOOLEAN, spans VARCHAR, dropped VARCHAR, parse_ok BOOLEAN, raw VARCHAR, latency_s DOUBLE, "
         "tokens INTEGER, origin VARCHAR"
     ),
+    "heldout_strata": "cache_key VARCHAR, corpus VARCHAR, stratum VARCHAR",
     "mined": (
         'task VARCHAR, doc_id VARCHAR, field VARCHAR, value VARCHAR, "start" INTEGER, "end" INTEGER, score DOUBLE, '
         "file VARCHAR, executor VARCHAR"
@@ -53,10 +54,7 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     """
     for table, cols in SCHEMA.items():
         conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({cols})")
-        have = {r[0] for r in conn.execute(
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_name = ? AND table_schema = current_schema() AND table_catalog = current_database()",
-            [table]).fetchall()}
+        have = table_columns(conn, table)
         for name, typ in _columns(cols):
             if name not in have:
                 conn.execute(f'ALTER TABLE {table} ADD COLUMN IF NOT EXISTS "{name}" {typ}')
@@ -68,6 +66,15 @@ def has_table(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
         "SELECT count(*) FROM information_schema.tables "
         "WHERE table_name = ? AND table_schema = current_schema() AND table_catalog = current_database()",
         [table]).fetchone()[0] > 0
+
+
+def table_columns(conn: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    """The column names of ``table`` (a warehouse written by an older version may lack some of
+    :data:`SCHEMA` until its next write; works on read-only connections)."""
+    return {r[0] for r in conn.execute(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_name = ? AND table_schema = current_schema() AND table_catalog = current_database()",
+        [table]).fetchall()}
 
 
 @dataclass(frozen=True)
