@@ -167,9 +167,9 @@ def test_batching_and_order_do_not_change_results(trained):
     assert [[(s.start, s.end) for s in x] for x in sa] == [[(s.start, s.end) for s in x] for x in sb]
 
 
-def test_long_text_is_truncated_not_rejected(trained):
+def test_long_text_is_read_in_windows_not_rejected(trained):
     proxy, _, _ = trained
-    long_text = " ".join(GAME_TEXTS)  # ~400 tokens > max_length=96
+    long_text = " ".join(GAME_TEXTS)  # ~400 tokens > max_length=96: several windows (test_windows.py)
     [spans] = proxy.get_span([long_text], GENRE)
     assert all(s.end <= len(long_text) for s in spans)
     [score] = proxy.get_label_scores([long_text], IS_GAME)

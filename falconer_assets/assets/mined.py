@@ -58,7 +58,8 @@ def mined(context: dg.AssetExecutionContext, config: MiningConfig, workspace: Wo
     documents, corpus rejects (bad JSON, empty text, duplicate id...) and plan-runtime rejects (in
     `mining_rejects`), counted. A file of another corpus than the task's is not mined (0 rows,
     `skipped` metadata). Metadata `file_sha256` records the bytes that were mined; the re-mine
-    schedule compares it with the file now. Data version: hash of the partition's rows. Automation:
+    schedule compares it with the file now. Metadata `multi_window_docs`: documents longer than the proxy's
+    `max_length`, read in overlapping windows. Data version: hash of the partition's rows. Automation:
     re-mined when the task's plan or proxy changes; new files are requested by the corpus sensor.
 
     With a `quality:` block in the task file, the primitives run as a cascade: bands calibrated on the
@@ -105,6 +106,7 @@ def mined(context: dg.AssetExecutionContext, config: MiningConfig, workspace: Wo
         cascade = CascadePrimitives(model, LLMPrimitives(llm.chat), bands, batch_size=bs)
         get_label, get_span = cascade.get_label, cascade.get_span
         executor_of = lambda t: "llm" if t in cascade.routed_texts else "proxy"  # noqa: E731
+    model.window_stats.reset()  # count this file's documents, not the cascade's calibration texts
     rows, plan_rejects, stats = mine_documents(
         plan, docs, count_yes(get_label, yes_counts), get_span,
         batch_size=config.batch_size, log=context.log.info, executor_of=executor_of,
@@ -123,6 +125,7 @@ def mined(context: dg.AssetExecutionContext, config: MiningConfig, workspace: Wo
         "input_records": lines,
         "docs_mined": stats.docs_processed,
         "docs_retrieved": stats.docs_retrieved,
+        "multi_window_docs": model.window_stats.multi_window_docs,  # longer than the proxy's max_length
         "rejected_records": len(corpus_rejects) + stats.docs_rejected,
         "rows_per_field": dg.MetadataValue.json(stats.rows_per_field),
         "label_yes_counts": dg.MetadataValue.json({q: {"yes": y, "n": n} for q, (y, n) in yes_counts.items()}),

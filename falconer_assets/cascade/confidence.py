@@ -29,8 +29,8 @@ def span_confidence(proxy, texts: Sequence[str], instruction: str, batch_size: i
     Returns:
         ``(spans, confidences)``: ``spans[i]`` is the proxy's ``get_span`` answer for ``texts[i]``
         (character offsets into it); ``confidences[i]`` in [0, 1] is the minimum over the text's
-        words of the probability of the decoded tag (1.0 for a text with no word). Text beyond the
-        proxy's ``max_length`` tokens is not read and does not lower the confidence.
+        words of the probability of the decoded tag (1.0 for a text with no word); a text longer than
+        the proxy's window is read in overlapping windows and gets the minimum over them.
 
     Raises:
         TypeError: ``proxy`` has no ``get_span_with_confidence``.

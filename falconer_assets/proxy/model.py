@@ -13,6 +13,12 @@ Any Hugging Face hub id or local directory goes through the same ``from_pretrain
 :mod:`falconer_assets.proxy.encoders`): the offline default is our NTE-pretrained
 metamodel built from all-MiniLM-L6-v2 (:func:`default_base_model`); with network access
 :data:`CUCKOO_MODEL_ID` (RoBERTa-large, already NTE-pretrained) is the paper's choice.
+
+Documents of any length: a text whose prompt exceeds ``max_length`` tokens is split into
+overlapping windows (:func:`nte.window_ranges`), each encoded with the whole prompt; spans are
+merged back into document offsets, a label is yes when any window is, and training splits long
+examples the same way (:meth:`NTEProxy.train`). A text that fits is one window, encoded and
+decoded exactly as before windows existed.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 
@@ -115,6 +121,46 @@ class TrainExample:
             raise ValueError(f"TrainExample.kind must be 'span' or 'label', got {self.kind!r}")
 
 
+@dataclass
+class WindowStats:
+    """How many texts the proxy's inference calls had to split into several windows.
+
+    Cumulative over :meth:`NTEProxy.get_span`, :meth:`~NTEProxy.get_span_with_confidence`,
+    :meth:`~NTEProxy.get_label_scores` and :meth:`~NTEProxy.get_label` calls (``evaluate``
+    included) since the proxy was built or :meth:`reset`. The window count of a text depends on
+    the prompt (a label prompt is longer than a span prompt, instructions differ), so a text is
+    multi-window when ANY call needed more than one window for it.
+
+    Attributes:
+        texts: texts encoded, one per text per call (a text given to two calls counts twice).
+        windows: windows encoded (``== texts`` when every text fits in one window).
+        multi_window_texts: texts, per call, that needed more than one window.
+    """
+
+    texts: int = 0
+    windows: int = 0
+    multi_window_texts: int = 0
+    _multi: set[int] = field(default_factory=set, repr=False)
+
+    @property
+    def multi_window_docs(self) -> int:
+        """Distinct texts (by content) that needed more than one window in some call."""
+        return len(self._multi)
+
+    def add(self, text: str, n_windows: int) -> None:
+        """Record that ``text`` was encoded as ``n_windows`` windows."""
+        self.texts += 1
+        self.windows += n_windows
+        if n_windows > 1:
+            self.multi_window_texts += 1
+            self._multi.add(hash(text))
+
+    def reset(self) -> None:
+        """Zero every count (e.g. before mining one corpus file)."""
+        self.texts = self.windows = self.multi_window_texts = 0
+        self._multi.clear()
+
+
 def _classifier_linear(model) -> torch.nn.Linear:
     head = getattr(model, "classifier", None)
     if isinstance(head, torch.nn.Linear):
@@ -143,7 +189,10 @@ class NTEProxy:
 
     Build it with :meth:`load`; then :meth:`train`, :meth:`get_span`, :meth:`get_label`,
     :meth:`save`. Attributes ``model``, ``tokenizer``, ``device`` and ``max_length`` are
-    public. Not thread-safe (``train`` toggles ``model.train()``).
+    public, and so are ``window_overlap`` (tokens shared by consecutive windows of a long
+    text, ``None``: :data:`nte.OVERLAP_FRACTION` of the window's text budget; not saved) and
+    ``window_stats`` (a :class:`WindowStats`: how many texts needed several windows). Not
+    thread-safe (``train`` toggles ``model.train()``, inference updates ``window_stats``).
     """
 
     def __init__(self, model, tokenizer, device: str = "cpu", max_length: int = 256) -> None:
@@ -155,6 +204,8 @@ class NTEProxy:
         self.model.eval()
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.window_overlap: int | None = None
+        self.window_stats = WindowStats()
 
     @classmethod
     def load(cls, name_or_path: str, device: str = "cpu", seed: int = 0) -> "NTEProxy":
@@ -214,10 +265,13 @@ class NTEProxy:
 
     # ------------------------------------------------------------------ encoding
 
-    def _encode(self, ex: TrainExample, max_length: int) -> nte.Encoded:
+    def _encode_windows(self, ex: TrainExample, max_length: int) -> list[nte.Window]:
+        """A training example's windows (one, holding today's encoding, when it fits)."""
         if ex.kind == "span":
-            return nte.encode_span(self.tokenizer, ex.text, ex.instruction, ex.spans, max_length)
-        return nte.encode_label(self.tokenizer, ex.text, ex.instruction, ex.label, max_length)
+            return nte.encode_span_windows(self.tokenizer, ex.text, ex.instruction, ex.spans,
+                                           max_length, overlap=self.window_overlap)
+        return nte.encode_label_windows(self.tokenizer, ex.text, ex.instruction, ex.label,
+                                        max_length, overlap=self.window_overlap)
 
     def _collator(self) -> DataCollatorForTokenClassification:
         return DataCollatorForTokenClassification(
@@ -250,13 +304,25 @@ class NTEProxy:
         Progress goes to ``log`` every 20 steps and after each epoch. Sets
         ``self.max_length``.
 
+        Long examples (prompt over ``config.max_length`` tokens) are split into the windows
+        inference uses (:func:`nte.window_ranges`, overlap ``self.window_overlap``), each window
+        one training sequence: a span example gives every window, tagged with the gold spans
+        fully inside it (a window without one is a negative window; words of a span cut by the
+        window edge are ignored by the loss, see :func:`nte.encode_span_windows`); a "no" label
+        example gives every window labelled No, a "yes" label example its FIRST window only,
+        labelled Yes (a label annotation does not say where the evidence is; reasons in
+        :func:`nte.encode_label_windows`). Windows of one example stay in the same train/dev
+        split (the split is over examples); label balancing counts windows.
+
         Returns:
             ``{"steps", "epochs" (run), "best_epoch" (0: the start weights were kept),
             "final_loss" (mean loss of the last epoch), "start_score" (dev score of the
             starting weights), "dev_score" (best), "kept_start" (True when no epoch beat the
             start, so the start weights were returned), "seconds" (wall clock),
-            "n_examples" (trained on), "n_dev", "truncated_spans" (gold spans lost to
-            truncation)}``; without a dev split ``start_score`` and ``dev_score`` are NaN,
+            "n_examples" (trained on), "n_dev", "truncated_spans" (gold spans no window holds
+            whole: longer than the overlap), "n_windows" (training sequences, ``>= n_examples``),
+            "multi_window_examples" (examples split into more than one window)}``; without a dev
+            split ``start_score`` and ``dev_score`` are NaN,
             ``kept_start`` is False and ``best_epoch`` is the last epoch.
 
         Raises:
@@ -279,10 +345,13 @@ class NTEProxy:
         if dev_examples is None:
             examples, dev_examples = split_dev(examples, config.dev_fraction, config.min_dev, config.seed)
 
-        encoded = [self._encode(ex, config.max_length) for ex in examples]
-        truncated = sum(e.truncated_spans for e in encoded)
+        windowed = [self._encode_windows(ex, config.max_length) for ex in examples]
+        encoded = [w.enc for ws in windowed for w in ws]
+        truncated = sum(nte.spans_outside_windows(ws, ex.spans) for ex, ws in zip(examples, windowed)
+                        if ex.kind == "span")
+        multi = sum(len(ws) > 1 for ws in windowed)
         features = [e.features() for e in encoded]
-        weights = (label_balance_weights(encoded, [ex.instruction for ex in examples])
+        weights = (label_balance_weights(encoded, [ex.instruction for ex, ws in zip(examples, windowed) for _ in ws])
                    if config.label_balance else None)
         collate = self._collator()
 
@@ -309,7 +378,8 @@ class NTEProxy:
         log(
             f"proxy train: {len(examples)} examples (+{len(dev_examples)} dev), up to "
             f"{config.epochs} epochs x {steps_per_epoch} steps (cap {total}), lr={config.lr} "
-            f"head_lr={head_lr}, {truncated} spans lost to truncation, device={self.device}"
+            f"head_lr={head_lr}, {truncated} spans lost to truncation, {len(encoded)} windows "
+            f"({multi} examples split), device={self.device}"
         )
 
         self.max_length = config.max_length
@@ -380,6 +450,8 @@ class NTEProxy:
             "n_examples": len(examples),
             "n_dev": len(dev_examples),
             "truncated_spans": truncated,
+            "n_windows": len(encoded),
+            "multi_window_examples": multi,
         }
 
     def evaluate(self, examples: list[TrainExample], batch_size: int = 32) -> dict:
@@ -438,21 +510,54 @@ class NTEProxy:
                 for row, i in enumerate(idx):
                     yield i, probs[row, : len(encs[i])]
 
+    def _windowed(self, texts: list[str], instruction: str, kind: str, batch_size: int, finish) -> list:
+        """Encode each text as windows, run them all batched, ``finish(i, windows, probs)`` per text.
+
+        ``finish`` is called as soon as the last window of text ``i`` is scored (so only the
+        probabilities of texts still in flight are held) and its result stored at ``i``. The
+        windows of all texts are batched together by length, so a batch of texts that each fit
+        in one window runs exactly the batches of the single-window proxy. Updates
+        :attr:`window_stats`.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if kind == "span":
+            per_text = [nte.encode_span_windows(self.tokenizer, t, instruction, None, self.max_length,
+                                                overlap=self.window_overlap) for t in texts]
+        else:
+            per_text = [nte.encode_label_windows(self.tokenizer, t, instruction, None, self.max_length,
+                                                 overlap=self.window_overlap) for t in texts]
+        for t, ws in zip(texts, per_text):
+            self.window_stats.add(t, len(ws))
+        flat = [(i, k) for i, ws in enumerate(per_text) for k in range(len(ws))]
+        pending: dict[int, list] = {}
+        out: list = [None] * len(texts)
+        for j, probs in self._predict([per_text[i][k].enc for i, k in flat], batch_size):
+            i, k = flat[j]
+            got = pending.setdefault(i, [None] * len(per_text[i]))
+            got[k] = probs
+            if all(p is not None for p in got):
+                out[i] = finish(i, per_text[i], got)
+                del pending[i]
+        return out
+
     def get_span(self, texts: list[str], instruction: str, batch_size: int = 32) -> list[list[Span]]:
         """Run the ``get_span`` primitive: spans of each text answering ``instruction``.
 
+        A text longer than ``max_length`` tokens is read in overlapping windows; their spans
+        are mapped to the text's offsets and merged (:func:`nte.decode_window_spans`: a span
+        found by two windows is kept once with its higher score; of overlapping spans, the one
+        further from its window's cut edge wins). ``batch_size`` counts windows.
+
         Returns:
-            One list per text (same order), spans with offsets into that text and
-            ``score`` = mean tag probability. Text beyond ``max_length`` tokens is not read.
+            One list per text (same order), spans with offsets into that text
+            (``text[s.start:s.end] == s.text``) and ``score`` = mean tag probability.
 
         Raises:
             ValueError: blank instruction, ``batch_size < 1``. TypeError: non-str text.
         """
-        encs = [nte.encode_span(self.tokenizer, t, instruction, None, self.max_length) for t in texts]
-        out: list[list[Span]] = [[] for _ in texts]
-        for i, probs in self._predict(encs, batch_size):
-            out[i] = nte.decode_spans(texts[i], encs[i], probs)
-        return out
+        return self._windowed(texts, instruction, "span", batch_size,
+                              lambda i, ws, probs: nte.decode_window_spans(texts[i], ws, probs))
 
     def get_span_with_confidence(
         self, texts: list[str], instruction: str, batch_size: int = 32
@@ -461,8 +566,9 @@ class NTEProxy:
 
         The confidence, in [0, 1], is the smallest over the text's words (first sub-token, the one
         :func:`nte.decode_spans` reads) of the probability of the tag the decoder chose (argmax of
-        O/B/I): the least sure word decides whether the answer is exactly right. 1.0 for a text
-        with no word. One forward pass serves both.
+        O/B/I): the least sure word decides whether the answer is exactly right. For a text read in
+        several windows it is the min over the windows (a word in an overlap counts in both).
+        1.0 for a text with no word. One forward pass serves both.
 
         Returns:
             ``(spans, confidences)``, same order as ``texts``; ``spans`` equal :meth:`get_span`'s.
@@ -470,27 +576,28 @@ class NTEProxy:
         Raises:
             ValueError: blank instruction, ``batch_size < 1``. TypeError: non-str text.
         """
-        encs = [nte.encode_span(self.tokenizer, t, instruction, None, self.max_length) for t in texts]
-        out: list[list[Span]] = [[] for _ in texts]
-        conf = [1.0] * len(texts)
-        for i, probs in self._predict(encs, batch_size):
-            out[i] = nte.decode_spans(texts[i], encs[i], probs)
-            firsts = [w[0] for w in encs[i].words]
-            if firsts:
-                conf[i] = float(probs[firsts].max(axis=1).min())
-        return out, conf
+        def finish(i, ws, probs):
+            mins = []
+            for w, p in zip(ws, probs):
+                firsts = [word[0] for word in w.enc.words]
+                if firsts:
+                    mins.append(float(p[firsts].max(axis=1).min()))
+            return nte.decode_window_spans(texts[i], ws, probs), (min(mins) if mins else 1.0)
+
+        pairs = self._windowed(texts, instruction, "span", batch_size, finish)
+        return [sp for sp, _ in pairs], [c for _, c in pairs]
 
     def get_label_scores(self, texts: list[str], instruction: str, batch_size: int = 32) -> list[float]:
         """``P(Yes)`` in [0, 1] for each text (see :func:`nte.label_score`), same order.
 
+        A text longer than ``max_length`` tokens is read in overlapping windows and its
+        ``P(Yes)`` is the max over them (:func:`nte.window_label_score`: yes when any window is).
+
         Raises:
             ValueError: blank instruction, ``batch_size < 1``. TypeError: non-str text.
         """
-        encs = [nte.encode_label(self.tokenizer, t, instruction, None, self.max_length) for t in texts]
-        out = [0.5] * len(texts)
-        for i, probs in self._predict(encs, batch_size):
-            out[i] = nte.label_score(encs[i], probs)
-        return out
+        return self._windowed(texts, instruction, "label", batch_size,
+                              lambda i, ws, probs: nte.window_label_score(ws, probs))
 
     def get_label(self, texts: list[str], instruction: str, batch_size: int = 32) -> list[bool]:
         """Run the ``get_label`` primitive: ``P(Yes) >= 0.5`` per text, same order."""
