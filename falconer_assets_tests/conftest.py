@@ -123,6 +123,9 @@ class ScriptedLLM(LLMResource):
         return ChatResult(text=text, prompt_tokens=len(json.dumps(messages)) // 4,
                           completion_tokens=len(text) // 4, latency_s=0.5, cached=False)
 
+    def chat_many(self, batch: list[list[dict]], **params) -> list[ChatResult]:
+        return [self.chat(m, **params) for m in batch]
+
 
 def register_partitions(instance, data_dir: Path) -> None:
     """Register the ``tasks`` and ``corpus_files`` partitions of ``data_dir`` in ``instance`` (what the

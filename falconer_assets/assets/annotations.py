@@ -90,7 +90,7 @@ def annotations(context: dg.AssetExecutionContext, config: AnnotationsConfig, wo
     result = annotate_sub_tasks(
         corpus=task.corpus, docs=corpus.by_id, sampled=sampled, sub_tasks=[(c.kind, c.instruction) for c in plan.calls],
         heuristic=config, llm_identity=[llm.base_url, llm.model, llm.temperature, llm.max_tokens],
-        scorer_name=proxy.base_model or "metamodel", cached=cached, save=save, chat=llm.chat,
+        scorer_name=proxy.base_model or "metamodel", cached=cached, save=save, chat=llm.chat, chat_many=llm.chat_many,
         load_scorer=lambda: _zero_shot_scorer(context, proxy), log=context.log.info,
         cached_stratum=cached_stratum, save_stratum=save_stratum)
     with warehouse.get_connection() as conn:

@@ -103,7 +103,7 @@ def mined(context: dg.AssetExecutionContext, config: MiningConfig, workspace: Wo
         bands = task_bands(model, annotation_rows, workspace.corpus(task.corpus).by_id,
                            [(c.kind, c.instruction) for c in plan.calls], task.quality,
                            cache_dir=checkpoint, checkpoint_version=stored_version(checkpoint))
-        cascade = CascadePrimitives(model, LLMPrimitives(llm.chat), bands, batch_size=bs)
+        cascade = CascadePrimitives(model, LLMPrimitives(llm.chat, llm.chat_many), bands, batch_size=bs)
         get_label, get_span = cascade.get_label, cascade.get_span
         executor_of = lambda t: "llm" if t in cascade.routed_texts else "proxy"  # noqa: E731
     model.window_stats.reset()  # count this file's documents, not the cascade's calibration texts

@@ -41,6 +41,10 @@ from falconer_assets.llm.executor import LLMPrimitives
 from falconer_assets.versions import digest
 from falconer_assets.warehouse.rows import AnnotationRow
 
+PROGRESS_EVERY = 25
+"""Docs per chunk of annotation calls: one progress line (count, rate, ETA) per chunk; the calls of a
+chunk may run concurrently."""
+
 SubTask = tuple[str, str]
 """``(kind, instruction)`` of one primitive call of a plan."""
 
@@ -254,6 +258,7 @@ def annotate_sub_tasks(
     save: Callable[[str, list[AnnotationRow]], None],
     chat: Callable[[list[dict]], Any],
     load_scorer: Callable[[], LabelScorer],
+    chat_many: Callable[[list[list[dict]]], list[Any]] | None = None,
     log: Callable[[str], None] = lambda _m: None,
     cached_stratum: Callable[[str], dict | None] = lambda _k: None,
     save_stratum: Callable[[str, dict], None] = lambda _k, _v: None,
@@ -277,9 +282,12 @@ def annotate_sub_tasks(
         cached: ``cached(key) -> rows`` (``[]`` when nothing is cached under ``key``).
         save: ``save(key, rows)``, called once per newly annotated sub-task, right after it.
         chat: ``chat(messages) -> ChatResult``-like (see :class:`~falconer_assets.llm.executor.LLMPrimitives`).
+        chat_many: optional ``chat_many(batch) -> [ChatResult, ...]`` that keeps several calls in flight
+            (e.g. ``LLMResource.chat_many``); the docs of a sub-task go to it in chunks of
+            :data:`PROGRESS_EVERY`.
         load_scorer: builds the zero-shot scorer; called at most once, only if a label sub-task
             needs scoring.
-        log: progress lines (every 25 calls, with rate and ETA).
+        log: progress lines (every :data:`PROGRESS_EVERY` calls, with rate and ETA).
         cached_stratum, save_stratum: the cache of held-out enlargement decisions
             (``HeldoutStratum.to_dict()``, or ``{}`` for "not enlarged") by key, so a re-run neither
             scores the held-out pool again nor calls the LLM.
@@ -310,23 +318,24 @@ def annotate_sub_tasks(
     pool = (candidate_pool(docs, {i for i, _ in sampled}, heuristic.candidate_pool, heuristic.seed)
             if budget and todo else [])
     scorer: LabelScorer | None = None
-    llm = LLMPrimitives(chat)
+    llm = LLMPrimitives(chat, chat_many)
     progress = {"total": sum(len(sample) + (budget if pool else 0) for _ in todo), "t0": time.perf_counter()}
     done: dict[SubTask, SubTaskAnnotations] = {}
 
     def annotate(st: SubTask, items: list[tuple[str, str, str]]) -> list[AnnotationRow]:
         kind, instruction = st
         rows = []
-        for doc_id, split, origin in items:
-            a = llm.annotate(kind, docs[doc_id].text, instruction)
-            rows.append(AnnotationRow(
-                kind=kind, instruction=instruction, doc_id=doc_id, split=split, label=a.label,
-                spans=tuple(a.spans), dropped=tuple(a.dropped), parse_ok=a.parse_ok, raw=a.raw,
-                latency_s=a.latency_s, tokens=a.tokens, origin=origin))
+        for start in range(0, len(items), PROGRESS_EVERY):  # chunks: concurrent calls, a progress line each
+            chunk = items[start:start + PROGRESS_EVERY]
+            answers = llm.annotate_many(kind, [docs[doc_id].text for doc_id, _, _ in chunk], instruction)
+            for (doc_id, split, origin), a in zip(chunk, answers):
+                rows.append(AnnotationRow(
+                    kind=kind, instruction=instruction, doc_id=doc_id, split=split, label=a.label,
+                    spans=tuple(a.spans), dropped=tuple(a.dropped), parse_ok=a.parse_ok, raw=a.raw,
+                    latency_s=a.latency_s, tokens=a.tokens, origin=origin))
             n_done, total = len(llm.annotations), progress["total"]
-            if n_done % 25 == 0:
-                rate = n_done / (time.perf_counter() - progress["t0"])
-                log(f"annotated {n_done}/{total} ({rate:.2f}/s, ETA {(total - n_done) / rate:.0f} s)")
+            rate = n_done / max(time.perf_counter() - progress["t0"], 1e-9)
+            log(f"annotated {n_done}/{total} ({rate:.2f}/s, ETA {max(total - n_done, 0) / rate:.0f} s)")
         return rows
 
     sample_items = [(doc_id, split, "sample") for doc_id, split in sample]

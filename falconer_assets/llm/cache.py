@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -90,13 +91,21 @@ class LLMCache:
     def __init__(self, path: str | Path, lock_timeout_s: float = 30.0) -> None:
         self.path = Path(path)
         self.lock_timeout_s = float(lock_timeout_s)
+        self._thread_lock = threading.Lock()  # chat_many's threads share one cache: one connection at a time
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as con:
             con.execute(_SCHEMA)
 
     @contextmanager
     def _connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A fresh connection, retried while another process holds the file lock; always closed."""
+        """A fresh connection, retried while another process holds the file lock; always closed. One
+        thread of this process at a time (``ChatLLM.chat_many`` calls it from a thread pool)."""
+        with self._thread_lock:
+            with self._connect_unlocked() as con:
+                yield con
+
+    @contextmanager
+    def _connect_unlocked(self) -> Iterator[duckdb.DuckDBPyConnection]:
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.05
         while True:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,11 @@ def _check_messages(messages: list[dict]) -> None:
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
             raise ValueError(f"bad chat message {m!r}: need {{'role': str, 'content': str}}")
 
+REMOTE_CONCURRENCY = 8
+"""Requests :meth:`ChatLLM.chat_many` keeps in flight against a remote OpenAI-compatible server by
+default: servers such as vLLM or OpenAI batch concurrent requests; 8 stays under the usual per-key
+rate limits of hosted APIs for short annotation prompts (raise it with ``max_concurrency``)."""
+
 
 class ChatLLM:
     """A cached chat-completions client for an embedded or a remote OpenAI-compatible model.
@@ -102,6 +108,9 @@ class ChatLLM:
         timeout_s: per-request HTTP timeout in seconds.
         n_ctx, n_threads: embedded server context size (tokens) and CPU threads (None = all cores).
         max_retries: the openai client's retries on connection errors / 5xx / 429.
+        n_parallel: request slots of the embedded server (llama.cpp ``--parallel``); ignored remotely.
+        max_concurrency: requests :meth:`chat_many` keeps in flight; ``None``: ``n_parallel`` for the
+            embedded server (more would only queue), :data:`REMOTE_CONCURRENCY` for a remote one.
 
     Raises (from :meth:`chat`): ``ValueError`` for malformed messages; ``openai.OpenAIError``
     subclasses for HTTP failures; ``ModelNotInstalledError`` / ``LlamaServerError`` when the
@@ -122,6 +131,8 @@ class ChatLLM:
         n_ctx: int = 4096,
         n_threads: int | None = None,
         max_retries: int = 2,
+        n_parallel: int = 1,
+        max_concurrency: int | None = None,
     ) -> None:
         if base_url is None and model not in EMBEDDED_MODELS and not model.endswith(".gguf"):
             raise ValueError(
@@ -138,6 +149,11 @@ class ChatLLM:
         self.n_ctx = int(n_ctx)
         self.n_threads = n_threads
         self.max_retries = int(max_retries)
+        if int(n_parallel) < 1 or (max_concurrency is not None and int(max_concurrency) < 1):
+            raise ValueError(f"n_parallel and max_concurrency must be >= 1, got {n_parallel}, {max_concurrency}")
+        self.n_parallel = int(n_parallel)
+        self.max_concurrency = int(max_concurrency) if max_concurrency is not None else (
+            self.n_parallel if base_url is None else REMOTE_CONCURRENCY)
         self.cache = LLMCache(cache_path) if cache_path is not None else None
         self.stats = LLMStats()
         self._server: LlamaServer | None = None
@@ -194,7 +210,7 @@ class ChatLLM:
         self._client = None
         path = ensure_gguf(self.model)
         name = Path(self.model).stem if self.model.endswith(".gguf") else self.model
-        server = LlamaServer(path, n_ctx=self.n_ctx, n_threads=self.n_threads, alias=name)
+        server = LlamaServer(path, n_ctx=self.n_ctx, n_threads=self.n_threads, alias=name, n_parallel=self.n_parallel)
         server.start()
         self._server = server
         self.stats.server_starts += 1
@@ -208,25 +224,63 @@ class ChatLLM:
         With ``use_cache`` the cache is read first and written after a successful call; nothing
         is cached on error. If the embedded server has died, it is restarted once.
         """
-        _check_messages(messages)
+        return self.chat_many([messages], use_cache=use_cache, **params)[0]
+
+    def chat_many(self, batch: list[list[dict]], *, use_cache: bool = True, max_concurrency: int | None = None,
+                  **params: Any) -> list[ChatResult]:
+        """Answer every conversation of ``batch``, up to ``max_concurrency`` requests at once.
+
+        Each conversation is answered exactly as :meth:`chat` would (same cache key, same retries,
+        same token accounting); the results keep ``batch``'s order. Cache hits are served first;
+        the misses go to the server from a thread pool of ``max_concurrency`` (default: the
+        client's :attr:`max_concurrency`), and each answer is cached as soon as it arrives, so a
+        failure keeps every answer that came before it.
+
+        Raises:
+            ValueError: a malformed conversation (checked before any call) or ``max_concurrency < 1``.
+            openai.OpenAIError: the first failed call (after the client's retries), once the calls
+                already in flight have finished.
+        """
+        for messages in batch:
+            _check_messages(messages)
+        workers = self.max_concurrency if max_concurrency is None else int(max_concurrency)
+        if workers < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {workers}")
         req = self.request_params(**params)
         ident = self.identity
-        if use_cache and self.cache is not None:
-            hit = self.cache.get(ident, messages, req)
-            if hit is not None:
-                res = ChatResult(hit.response, hit.prompt_tokens, hit.completion_tokens, hit.latency_s, True)
-                self._count(res)
-                return res
-        try:
-            res = self._call(messages, req)
-        except openai.APIConnectionError:
-            if not (self.embedded and self._server is not None and not self._server.running):
-                raise
-            res = self._call(messages, req)  # the embedded server died: _get_client restarts it
-        if use_cache and self.cache is not None:
-            self.cache.put(ident, messages, req, res.text, res.prompt_tokens, res.completion_tokens, res.latency_s)
-        self._count(res)
-        return res
+        out: list[ChatResult | None] = [None] * len(batch)
+        misses = []
+        for i, messages in enumerate(batch):
+            hit = self.cache.get(ident, messages, req) if use_cache and self.cache is not None else None
+            if hit is None:
+                misses.append(i)
+                continue
+            out[i] = ChatResult(hit.response, hit.prompt_tokens, hit.completion_tokens, hit.latency_s, True)
+            self._count(out[i])
+
+        def answer(i: int) -> ChatResult:
+            messages = batch[i]
+            try:
+                res = self._call(messages, req)
+            except openai.APIConnectionError:
+                if not (self.embedded and self._server is not None and not self._server.running):
+                    raise
+                res = self._call(messages, req)  # the embedded server died: _get_client restarts it
+            if use_cache and self.cache is not None:
+                self.cache.put(ident, messages, req, res.text, res.prompt_tokens, res.completion_tokens,
+                               res.latency_s)
+            self._count(res)
+            return res
+
+        if len(misses) == 1 or workers == 1:
+            for i in misses:
+                out[i] = answer(i)
+        elif misses:
+            with ThreadPoolExecutor(max_workers=min(workers, len(misses)), thread_name_prefix="falconer-llm") as pool:
+                futures = {i: pool.submit(answer, i) for i in misses}
+            for i, future in futures.items():  # the pool has finished: every future is done
+                out[i] = future.result()
+        return out  # type: ignore[return-value]
 
     def _call(self, messages: list[dict], req: dict[str, Any]) -> ChatResult:
         client = self._get_client()

@@ -265,6 +265,10 @@ class LlamaServer:
         startup_timeout_s: how long to wait for the model to load and the port to answer.
         alias: model name reported by ``/v1/models`` (the ``model`` field of requests is ignored
             by llama.cpp: it serves its one model).
+        n_parallel: request slots decoded together in one batch (llama.cpp's ``--parallel``); the
+            server's context is ``n_ctx * n_parallel`` so each slot keeps ``n_ctx`` tokens. More
+            slots raise the total tokens/s of concurrent requests (decoding is memory-bound), not
+            the speed of one request.
 
     Attributes (after :meth:`start`): ``base_url`` (``http://127.0.0.1:<port>/v1``), ``port``,
     ``api_key`` (random, required by the server), ``load_time_s`` (spawn to ready, seconds),
@@ -283,9 +287,13 @@ class LlamaServer:
         poll: int = 0,
         startup_timeout_s: float = 180.0,
         alias: str | None = None,
+        n_parallel: int = 1,
     ) -> None:
+        if int(n_parallel) < 1:
+            raise ValueError(f"n_parallel must be >= 1, got {n_parallel}")
         self.model_path = Path(model_path)
         self.n_ctx = int(n_ctx)
+        self.n_parallel = int(n_parallel)
         self.n_threads = int(n_threads or os.cpu_count() or 1)
         self.requested_port = int(port)
         self.log_path = Path(log_path) if log_path is not None else None
@@ -354,7 +362,8 @@ class LlamaServer:
             cmd = [
                 sys.executable, "-m", "falconer_assets.llm.embedded", "serve",
                 "--model", str(self.model_path),
-                "--n-ctx", str(self.n_ctx),
+                "--n-ctx", str(self.n_ctx * self.n_parallel),
+                "--parallel", str(self.n_parallel),
                 "--threads", str(self.n_threads),
                 "--port", str(self.requested_port),
                 "--verbosity", str(self.verbosity),
@@ -485,7 +494,7 @@ def _serve(args: argparse.Namespace) -> int:
     p.cpuparams_batch.poll = args.poll
     p.hostnames = ["127.0.0.1"]
     p.port = args.port
-    p.n_parallel = 1
+    p.n_parallel = args.parallel
     p.ui = False
     p.verbosity = args.verbosity
     key = os.environ.get(_API_KEY_ENV)
@@ -524,6 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--verbosity", type=int, default=3)
     s.add_argument("--poll", type=int, default=0)
     s.add_argument("--alias", default=None)
+    s.add_argument("--parallel", type=int, default=1)
     a = sub.add_parser("assemble", help="assemble an embedded model into the cache, print its path")
     a.add_argument("name", choices=sorted(EMBEDDED_MODELS))
     args = ap.parse_args(argv)

@@ -19,7 +19,10 @@ from pydantic import Field, PrivateAttr
 
 from falconer_assets.llm.client import ChatLLM, ChatResult, LLMStats
 
-__all__ = ["LLMResource", "ChatResult", "LLMStats"]
+__all__ = ["LLMResource", "ChatResult", "LLMStats", "EMBEDDED_PARALLEL"]
+
+EMBEDDED_PARALLEL = 1
+"""Default request slots of the embedded server (see ``bench llm_concurrency`` in the README)."""
 
 
 class LLMResource(dg.ConfigurableResource):
@@ -52,6 +55,11 @@ class LLMResource(dg.ConfigurableResource):
     )
     n_ctx: int = Field(default=4096, description="Embedded server context window, tokens.")
     n_threads: int | None = Field(default=None, description="Embedded server CPU threads; None = all cores.")
+    n_parallel: int = Field(default=EMBEDDED_PARALLEL,
+                            description="Embedded server request slots decoded together (llama.cpp --parallel).")
+    max_concurrency: int | None = Field(
+        default=None, description="LLM requests in flight during annotation; None = n_parallel for the embedded "
+        "server, 8 for a remote one (vLLM/OpenAI serve many at once).")
 
     _client: ChatLLM | None = PrivateAttr(default=None)
 
@@ -77,6 +85,8 @@ class LLMResource(dg.ConfigurableResource):
             timeout_s=self.timeout_s,
             n_ctx=self.n_ctx,
             n_threads=self.n_threads,
+            n_parallel=self.n_parallel,
+            max_concurrency=self.max_concurrency,
         )
 
     def get_client(self) -> ChatLLM:
@@ -90,6 +100,10 @@ class LLMResource(dg.ConfigurableResource):
         """Answer OpenAI-format ``messages``; see :meth:`ChatLLM.chat` (``params`` override
         temperature/max_tokens/seed and are part of the cache key)."""
         return self.get_client().chat(messages, **params)
+
+    def chat_many(self, batch: list[list[dict]], **params: Any) -> list[ChatResult]:
+        """Answer several conversations, up to ``max_concurrency`` at once; see :meth:`ChatLLM.chat_many`."""
+        return self.get_client().chat_many(batch, **params)
 
     @property
     def stats(self) -> LLMStats:
