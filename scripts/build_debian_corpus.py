@@ -37,6 +37,32 @@ other interesting sections, and the rest spread proportionally over all other
 sections.  Output is sorted by id and is deterministic for a given set of apt
 lists and seed.
 
+``--shards N`` writes the WHOLE archive (no sampling; ``--full`` implied) as a
+corpus folder of ``N`` JSON Lines files, ``<out>/<name>_00.jsonl`` ...
+(``<name>`` = the folder's name; default folder ``data/corpora/debian_full``,
+kept out of git).  The records are the same as in the single-file output; they
+are shuffled with ``--seed`` and cut into ``N`` contiguous shards of near-equal
+size (the first ``len % N`` shards hold one record more), and the shuffled
+order is kept inside each shard, so the first ``k`` records of the folder
+(shards in name order) are a uniform random sample of the archive at every
+``k``: ``python -m falconer_assets.bench mining`` mines such prefixes.  Shard
+files of an earlier run with another ``N`` (same ``<name>_<digits>.jsonl``
+pattern) are removed, so the folder never holds a package twice.  On Debian
+bookworm (main, updates, security) this is about 63,000 records, 26 MB, in
+about 6 s; 3 texts are longer than 20,000 characters, which the corpus reader
+rejects (``falconer_assets.inputs.corpus.MAX_TEXT_CHARS``) unless
+``--max-chars`` cuts them.
+
+Requirements
+------------
+The apt lists exist on Debian and Debian-based machines only, and only with
+the English translations fetched: ``Translation-en`` is missing when apt is
+configured with ``Acquire::Languages "none"`` (Debian's docker images do this,
+in ``/etc/apt/apt.conf.d/docker-no-languages``), and a plain ``apt-get
+update`` on such a machine deletes it again.  Fetch it with the command below
+(about 6 MB); elsewhere, pass saved plain-text files with ``--translations`` /
+``--packages``.
+
 Usage
 -----
 ::
@@ -45,6 +71,8 @@ Usage
     python scripts/build_debian_corpus.py                 # 2000-record sample
     python scripts/build_debian_corpus.py --n 500 --seed 1 --out /tmp/x.jsonl
     python scripts/build_debian_corpus.py --full --out /tmp/all.jsonl
+    # the whole archive as a corpus folder of 16 shards (not committed):
+    python scripts/build_debian_corpus.py --shards 16 --out data/corpora/debian_full
     # a benchmark set disjoint from the bundled corpus, texts cut at 4000 chars:
     python scripts/build_debian_corpus.py --n 4000 --seed 29 --max-chars 4000 \
         --exclude data/corpora/debian_packages/debian_packages.jsonl --out data/bench/debian_labels.jsonl
@@ -385,14 +413,70 @@ def write_jsonl(records: Iterable[dict], out: Path) -> int:
     return n
 
 
+def shard_records(records: list[dict], shards: int, seed: int) -> list[list[dict]]:
+    """``records`` shuffled with ``seed`` and cut into ``shards`` contiguous lists.
+
+    Sizes differ by at most one (the first ``len(records) % shards`` lists hold
+    one more); every record is in exactly one list; a prefix of the
+    concatenation is a uniform random sample.  Deterministic for the same input
+    order and seed.
+
+    Raises ValueError when ``shards < 1``."""
+    if shards < 1:
+        raise ValueError(f"--shards must be >= 1, got {shards}")
+    order = sorted(records, key=lambda r: r["id"])
+    random.Random(f"shards/{seed}").shuffle(order)
+    base, extra = divmod(len(order), shards)
+    out, start = [], 0
+    for i in range(shards):
+        end = start + base + (1 if i < extra else 0)
+        out.append(order[start:end])
+        start = end
+    return out
+
+
+def shard_name(folder: Path, index: int, shards: int) -> str:
+    """File name of shard ``index`` of ``shards`` in ``folder``: ``<folder name>_<index>.jsonl``,
+    the index zero-padded to at least 2 digits (``debian_full_07.jsonl``)."""
+    width = max(2, len(str(shards - 1)))
+    return f"{folder.name}_{index:0{width}d}.jsonl"
+
+
+def write_shards(records: list[dict], folder: Path, shards: int, seed: int) -> list[tuple[Path, int]]:
+    """Write ``records`` as ``shards`` JSONL files in ``folder`` (see :func:`shard_records`).
+
+    Shard files of an earlier run (``<folder name>_<digits>.jsonl``) that this
+    run does not write are deleted first, so the folder holds each record once.
+
+    Returns ``[(path, records written), ...]`` in shard order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [shard_name(folder, i, shards) for i in range(shards)]
+    pattern = re.compile(rf"{re.escape(folder.name)}_\d+\.jsonl")
+    for old in sorted(folder.iterdir()):
+        if pattern.fullmatch(old.name) and old.name not in names:
+            print(f"removing stale shard {old}", file=sys.stderr)
+            old.unlink()
+    return [(folder / name, write_jsonl(part, folder / name))
+            for name, part in zip(names, shard_records(records, shards, seed))]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description="Build a JSONL corpus of Debian package long descriptions."
     )
-    ap.add_argument("--out", type=Path, default=Path("data/corpora/debian_packages/debian_packages.jsonl"))
-    ap.add_argument("--n", type=int, default=2000, help="sample size (default 2000)")
-    ap.add_argument("--seed", type=int, default=13, help="sampling seed (default 13)")
+    ap.add_argument(
+        "--out", type=Path, default=None,
+        help="output file (default data/corpora/debian_packages/debian_packages.jsonl); "
+        "with --shards, the output folder (default data/corpora/debian_full)",
+    )
+    ap.add_argument("--n", type=int, default=None, help="sample size (default 2000)")
+    ap.add_argument("--seed", type=int, default=13, help="sampling / shuffling seed (default 13)")
     ap.add_argument("--full", action="store_true", help="write all records, no sampling")
+    ap.add_argument(
+        "--shards", type=int, default=0,
+        help="write the whole archive as this many JSONL files in the folder --out "
+        "(implies --full; shuffled with --seed)",
+    )
     ap.add_argument(
         "--translations", type=Path, action="append",
         help="plain-text Translation-en file(s) instead of the apt lists (repeatable)",
@@ -411,6 +495,17 @@ def main(argv: list[str] | None = None) -> int:
         "(default 0 = no cut)",
     )
     args = ap.parse_args(argv)
+    if args.shards < 0:
+        ap.error("--shards must be >= 1")
+    if args.shards and args.n is not None:
+        ap.error("--shards writes the whole archive; --n does not apply")
+    if args.out is None:
+        args.out = Path(
+            "data/corpora/debian_full" if args.shards
+            else "data/corpora/debian_packages/debian_packages.jsonl"
+        )
+    if args.shards and args.out.suffix == ".jsonl":
+        ap.error(f"--shards needs a folder for --out, got the file name {args.out}")
 
     if args.translations:
         tr_text = "\n\n".join(p.read_text(encoding="utf-8") for p in args.translations)
@@ -432,11 +527,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{', '.join(map(str, args.exclude))}",
             file=sys.stderr,
         )
-    if not args.full:
-        records = sample_records(records, args.n, args.seed)
+    if not (args.full or args.shards):
+        records = sample_records(records, 2000 if args.n is None else args.n, args.seed)
     if args.max_chars > 0:
         records = [{**r, "text": truncate_text(r["text"], args.max_chars)} for r in records]
-    n = write_jsonl(records, args.out)
+    if args.shards:
+        written = write_shards(records, args.out, args.shards, args.seed)
+        n = sum(k for _, k in written)
+        print(f"{len(written)} shards of {min(k for _, k in written)}-{max(k for _, k in written)} "
+              f"records in {args.out}/", file=sys.stderr)
+    else:
+        n = write_jsonl(records, args.out)
 
     counts = Counter(r["section"] for r in records)
     n_sec = sum(1 for r in records if stratum(r) == SECURITY)

@@ -4,6 +4,10 @@ Writes ``<out>/quality.json`` (every point; a re-run resumes from it), ``quality
 table), ``quality.png`` (all panels) and ``quality_<dataset>.png`` (one panel each), and prints the
 table. The learning curves belong to this command; the ``eval`` asset does not read them.
 Default ``--out``: ``docs/bench`` for the full grid, ``data/bench_quick`` for ``--quick``.
+
+``python -m falconer_assets.bench mining [--quick] [--sizes ...] [--tasks ...]``: mining throughput of the
+proxy over growing prefixes of the whole Debian archive, against the LLM and this machine's matmul peak
+(:mod:`falconer_assets.bench.mining`; ``mining.json``, ``mining.md``, ``mining.png``).
 """
 
 from __future__ import annotations
@@ -45,9 +49,25 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--base-model", default=None, help="proxy base: metamodel, minilm, mpnet")
     e.add_argument("--force", action="store_true", help="re-run tasks that already have results")
     e.add_argument("--report", action="store_true", help="only rebuild the report from the raw outputs")
+    m = sub.add_parser("mining", help="mining throughput vs corpus size: proxy, LLM, matmul roofline")
+    m.add_argument("--quick", action="store_true", help="one task, 200 and 400 docs, 5 LLM docs (2-3 min)")
+    m.add_argument("--sizes", default=None, help="comma list of corpus prefixes, e.g. 2000,8000,32000,64000")
+    m.add_argument("--tasks", default=None, help="comma list of task names (default: all; --quick: debian_game_genres)")
+    m.add_argument("--llm-docs", type=int, default=None, help="documents the LLM runs the plan on (0: none)")
+    m.add_argument("--out", default=None, help="results folder (default docs/bench; --quick: data/bench_quick)")
+    m.add_argument("--work", default=None,
+                   help="worker logs, LLM cache, a built corpus (default data/bench_mining; --quick: data/bench_mining_quick)")
+    m.add_argument("--data", default="data", help="the data folder: tasks, checkpoints, warehouse, corpora")
+    m.add_argument("--corpus", default=None, help="a corpus folder of .jsonl files (default: data/corpora/debian_full, "
+                                                  "built from the apt lists when missing)")
+    m.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    m.add_argument("--force", action="store_true", help="measure again what is already measured")
+    m.add_argument("--report", action="store_true", help="only rebuild mining.md and mining.png from mining.json")
     args = parser.parse_args(argv)
     if args.cmd == "e2e":
         return _e2e(args)
+    if args.cmd == "mining":
+        return _mining(args)
 
     import dataclasses
 
@@ -120,6 +140,39 @@ def _e2e(args) -> int:
     text = e2e.markdown(scores, settings, header)
     (out / "e2e.md").write_text(text)
     print(text)
+    return 0
+
+
+def _mining(args) -> int:
+    """``bench mining``: see :mod:`falconer_assets.bench.mining`."""
+    import dataclasses
+    import logging
+    import warnings
+
+    from falconer_assets.bench import mining
+
+    warnings.filterwarnings("ignore")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    settings = mining.QUICK if args.quick else mining.FULL
+    updates = {}
+    if args.sizes:
+        updates["sizes"] = tuple(int(s) for s in args.sizes.split(","))
+    if args.tasks:
+        updates["tasks"] = tuple(args.tasks.split(","))
+    if args.llm_docs is not None:
+        updates["llm_docs"] = args.llm_docs
+    if args.threads:
+        updates["threads"] = args.threads
+    settings = dataclasses.replace(settings, **updates)
+    out = Path(args.out or ("data/bench_quick" if args.quick else "docs/bench"))
+    work = Path(args.work or ("data/bench_mining_quick" if args.quick else "data/bench_mining"))
+    try:
+        mining.run(settings, out, work, Path(args.data), corpus=Path(args.corpus) if args.corpus else None,
+                   quick=args.quick, force=args.force, report_only=args.report, log=lambda m: print(m, flush=True))
+    except FileNotFoundError as exc:
+        print(f"bench mining: {exc}", file=sys.stderr)
+        return 2
+    print((out / "mining.md").read_text())
     return 0
 
 
