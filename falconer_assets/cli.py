@@ -47,7 +47,8 @@ def report(data_dir: Path, out=sys.stdout) -> None:
     if not db.exists():
         raise FileNotFoundError(f"{db} does not exist: run `falconer run` first")
     con = duckdb.connect(str(db), read_only=True)
-    print(f"\nResults in {db.resolve()} (tables: mined, mining_rejects, annotations, eval_metrics, throughput, plans)", file=out)
+    print(f"\nResults in {db.resolve()} (tables: mined, mining_rejects, annotations, eval_metrics, throughput, plans; "
+          f"the mined rows are Parquet files in {db.resolve().with_name(db.stem + '.parts')})", file=out)
     print(file=out)
     for title, relation in report_tables(con):
         print(title, file=out)

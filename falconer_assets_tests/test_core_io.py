@@ -77,14 +77,15 @@ def test_sampling_is_seeded_order_free_and_split():
 
 def test_replace_rows_is_idempotent_and_atomic(tmp_path):
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
-    row = {"task": "t", "doc_id": "a", "field": "f", "value": "v", "start": 0, "end": 1, "score": 0.5}
-    assert replace_rows(con, "mined", "task", "t", [row, {**row, "doc_id": "b"}]) == 2
-    replace_rows(con, "mined", "task", "u", [{**row, "task": "u"}])
-    assert replace_rows(con, "mined", "task", "t", [row, {**row, "doc_id": "b"}]) == 2
-    assert con.execute("SELECT task, count(*) FROM mined GROUP BY task ORDER BY task").fetchall() == [("t", 2), ("u", 1)]
+    row = {"task": "t", "kind": "label", "instruction": "q", "doc_id": "a", "split": "train", "tokens": 3}
+    assert replace_rows(con, "annotations", "task", "t", [row, {**row, "doc_id": "b"}]) == 2
+    replace_rows(con, "annotations", "task", "u", [{**row, "task": "u"}])
+    assert replace_rows(con, "annotations", "task", "t", [row, {**row, "doc_id": "b"}]) == 2
+    assert con.execute("SELECT task, count(*) FROM annotations GROUP BY task ORDER BY task").fetchall() == [
+        ("t", 2), ("u", 1)]
     with pytest.raises(duckdb.Error):  # a bad row rolls the whole replacement back
-        replace_rows(con, "mined", "task", "t", [{**row, "start": "not an int"}])
-    assert con.execute("SELECT count(*) FROM mined WHERE task = 't'").fetchone()[0] == 2
+        replace_rows(con, "annotations", "task", "t", [{**row, "tokens": "not an int"}])
+    assert con.execute("SELECT count(*) FROM annotations WHERE task = 't'").fetchone()[0] == 2
 
 
 def test_mine_documents_batches_and_rejects_only_failing_docs():
@@ -125,10 +126,14 @@ def test_write_mining_partition_replaces_one_task_file_slice_and_drops_pre_parti
 
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     row = {"doc_id": "d1", "field": "genre", "value": "puzzle", "start": 0, "end": 6, "score": 0.9}
-    replace_rows(con, "mined", "task", "t", [{**row, "task": "t"}])  # written before the file column existed
+    # a warehouse of an older version: mined a table, first without a file column (rows of task t), then
+    # with one (task u); the first write moves both to Parquet parts and turns mined into a view
+    con.execute('CREATE TABLE mined (task VARCHAR, doc_id VARCHAR, field VARCHAR, value VARCHAR, "start" INTEGER, '
+                '"end" INTEGER, score DOUBLE)')
+    con.execute("INSERT INTO mined VALUES ('t', 'd1', 'genre', 'puzzle', 0, 6, 0.9)")
+    con.execute("ALTER TABLE mined ADD COLUMN file VARCHAR")
+    con.execute("INSERT INTO mined VALUES ('u', 'd1', 'genre', 'puzzle', 0, 6, 0.9, 'c/a.jsonl')")
     replace_rows(con, "throughput", "task", "t", [{"task": "t", "executor": "proxy (full corpus)", "docs": 1}])
-    other = [{**row, "task": "u", "file": "c/a.jsonl"}]
-    replace_rows(con, "mined", "task", "u", other)
     speed = Throughput("proxy (c/a.jsonl)", docs=2, seconds=1.0)
     for _ in range(2):  # a re-run replaces, never duplicates
         write_mining_partition(con, "t", "c/a.jsonl", [MinedRow(**row), MinedRow(**{**row, "doc_id": "d2", "start": None,
@@ -140,3 +145,12 @@ def test_write_mining_partition_replaces_one_task_file_slice_and_drops_pre_parti
     with pytest.raises(duckdb.Error):  # a bad row rolls the whole partition back
         write_mining_partition(con, "t", "c/a.jsonl", [MinedRow(**{**row, "start": "not a number"})], [], speed)
     assert con.execute("SELECT count(*) FROM mined WHERE task = 't'").fetchone() == (2,)
+    # the rows are Parquet files beside the database, one per partition (plus the schema file)
+    assert con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = 'mined'").fetchone() == (
+        "VIEW",)
+    parts = sorted(p.name for p in (tmp_path / "w.parts" / "mined").iterdir())
+    assert len(parts) == 3 and "_schema.parquet" in parts  # (t, c/a.jsonl), (u, c/a.jsonl); (t, None) removed
+    assert not list((tmp_path / "w.parts" / "mined").glob(".*"))  # no temporary file left behind
+    con.close()
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as ro:  # a reader sees the same rows
+        assert ro.execute("SELECT count(*) FROM mined").fetchone() == (3,)

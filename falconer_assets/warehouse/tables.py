@@ -1,12 +1,21 @@
 """The DuckDB tables of a Falconer warehouse (``data/falconer.duckdb``) and idempotent slice writes.
 
 Every write replaces the rows of one key (a task or a corpus) inside one transaction, so a
-re-materialization never duplicates rows and a failure leaves the previous rows intact.
+re-materialization never duplicates rows and a failure leaves the previous rows intact. The mined rows
+and the mining rejects (:data:`PARQUET_TABLES`) are Parquet files, one per mining partition, in
+``data/falconer.parts/`` beside the database, read through views of the same names: a partition is
+written as a temporary file and renamed into place, so concurrent partitions never wait for DuckDB's
+single writer and a reader sees a partition's old rows or its new ones, never half.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 import polars as pl
@@ -36,6 +45,13 @@ SCHEMA: dict[str, str] = {
 }
 
 
+PARQUET_TABLES: dict[str, tuple[str, ...]] = {"mined": ("task", "file"), "mining_rejects": ("task", "file")}
+"""Tables kept as Parquet files beside the DuckDB file, one file per key (a mining partition), and read
+through a DuckDB view of the same name: mining partitions write their rows without holding the
+database's single-writer lock, so several can run at once, from several processes or machines
+sharing the folder (issue 11). The value is the slice key every write of the table uses."""
+
+
 def _columns(cols: str) -> list[tuple[str, str]]:
     """``"a VARCHAR, \"b\" INTEGER"`` -> ``[("a", "VARCHAR"), ("b", "INTEGER")]``."""
     out = []
@@ -50,9 +66,15 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
 
     A warehouse written by an older version (e.g. ``annotations`` without ``origin``) is
     migrated in place with ``ALTER TABLE ... ADD COLUMN``; existing rows get ``NULL`` there.
-    Columns are never dropped or retyped.
+    Columns are never dropped or retyped. The :data:`PARQUET_TABLES` of a file-backed database
+    are views over their Parquet folder (:func:`parts_dir`); a warehouse that still holds them as
+    tables has their rows moved to Parquet files, one per key, and the tables dropped.
     """
+    parts = parts_dir(conn)
     for table, cols in SCHEMA.items():
+        if table in PARQUET_TABLES and parts is not None:
+            _ensure_parquet_view(conn, table, parts / table)
+            continue
         conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({cols})")
         have = table_columns(conn, table)
         for name, typ in _columns(cols):
@@ -77,6 +99,89 @@ def table_columns(conn: duckdb.DuckDBPyConnection, table: str) -> set[str]:
         [table]).fetchall()}
 
 
+def parts_dir(conn: duckdb.DuckDBPyConnection) -> Path | None:
+    """The folder of the :data:`PARQUET_TABLES` of ``conn``'s database: ``<db file stem>.parts/`` beside
+    the file (``data/falconer.duckdb`` -> ``data/falconer.parts/``); ``None`` for an in-memory
+    database, whose tables stay in DuckDB."""
+    row = conn.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+    if not row or not row[0] or row[0] == ":memory:":
+        return None
+    db = Path(row[0])
+    return db.with_name(db.stem + ".parts")
+
+
+def part_path(folder: Path, key: dict[str, object]) -> Path:
+    """The Parquet file of one key (e.g. ``{"task": ..., "file": ...}``) in a table's folder: a name
+    derived from the key's values (any characters, ``None`` included, map to a safe file name)."""
+    name = hashlib.sha256(json.dumps(list(key.items()), default=str).encode()).hexdigest()[:24]
+    return folder / f"{name}.parquet"
+
+
+def _select_typed(table: str, source: str | None) -> str:
+    """``SELECT`` of ``table``'s columns cast to their types from ``source``; one row of NULLs without."""
+    if source is None:
+        return "SELECT " + ", ".join(f'CAST(NULL AS {t}) AS "{c}"' for c, t in _columns(SCHEMA[table]))
+    cols = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t in _columns(SCHEMA[table]))
+    return f"SELECT {cols} FROM {source}"
+
+
+def _ensure_parquet_view(conn: duckdb.DuckDBPyConnection, table: str, folder: Path) -> None:
+    """Make ``table`` a view over ``folder/*.parquet`` (moving the rows of an old table there first).
+
+    The folder always holds ``_schema.parquet`` (no rows, the table's columns and types), so the view
+    has its columns before the first partition is written. The view names the folder by its absolute
+    path; it is re-created on every write connection, so a moved data folder is picked up there.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    schema = folder / "_schema.parquet"
+    if not schema.exists():
+        tmp = folder / f"._schema.{os.getpid()}.tmp"
+        conn.execute(f"COPY ({_select_typed(table, None)} LIMIT 0) TO '{tmp}' (FORMAT parquet)")
+        os.replace(tmp, schema)
+    kind = conn.execute(
+        "SELECT table_type FROM information_schema.tables WHERE table_name = ? AND table_schema = current_schema() "
+        "AND table_catalog = current_database()", [table]).fetchone()
+    if kind is not None and kind[0] == "BASE TABLE":  # an older warehouse: its rows move to Parquet, one file per key
+        key_cols = PARQUET_TABLES[table]
+        have = table_columns(conn, table)
+        select = ", ".join(f'"{c}"' if c in have else f'NULL AS "{c}"' for c, _ in _columns(SCHEMA[table]))
+        keys = conn.execute(f"SELECT DISTINCT {', '.join(key_cols)} FROM {table}").fetchall()
+        for values in keys:
+            key = dict(zip(key_cols, values))
+            where = " AND ".join(f'"{c}" IS NOT DISTINCT FROM ?' for c in key_cols)
+            conn.execute(f"CREATE OR REPLACE TEMP TABLE _falconer_part AS SELECT {select} FROM {table} WHERE {where}",
+                         list(values))
+            _write_part(conn, table, part_path(folder, key), "_falconer_part")
+        conn.execute("DROP TABLE IF EXISTS _falconer_part")
+        conn.execute(f"DROP TABLE {table}")
+    quoted = ", ".join(f'"{c}"' for c, _ in _columns(SCHEMA[table]))
+    conn.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT {quoted} FROM "
+                 f"read_parquet('{folder.resolve()}/*.parquet', union_by_name = true)")
+
+
+def _staging_path(path: Path) -> Path:
+    """A temporary name for ``path`` in its folder, unique to this process and thread (hidden: the
+    views read ``*.parquet`` only)."""
+    return path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+
+def _copy_part(conn: duckdb.DuckDBPyConnection, table: str, source: str, dest: Path) -> None:
+    """Write the rows of ``source`` (a table or registered relation), cast to ``table``'s types, as the
+    Parquet file ``dest``; on failure ``dest`` is removed and the error raised."""
+    try:
+        conn.execute(f"COPY ({_select_typed(table, source)}) TO '{dest}' (FORMAT parquet)")
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
+
+
+def _write_part(conn: duckdb.DuckDBPyConnection, table: str, path: Path, source: str) -> None:
+    """Write the rows of ``source`` as ``path``, atomically (a temporary file, then a rename)."""
+    tmp = _staging_path(path)
+    _copy_part(conn, table, source, tmp)
+    os.replace(tmp, path)
+
+
 @dataclass(frozen=True)
 class Slice:
     """The rows of ``table`` whose ``key`` columns equal the given values (``None`` matches NULL),
@@ -92,34 +197,69 @@ def replace_slices(conn: duckdb.DuckDBPyConnection, slices: list[Slice]) -> list
 
     Each slice's old rows are deleted (``col IS NOT DISTINCT FROM value`` for every key
     column, so a ``None`` value selects NULLs) and its new rows inserted. Either every slice
-    is replaced or, on any error, none is and the old rows stay.
+    is replaced or, on any error, none is and the old rows stay. A slice of a
+    :data:`PARQUET_TABLES` table (file-backed database) is its key's Parquet file: written to a
+    temporary file first, renamed into place once the DuckDB slices have committed (no rows: the
+    file is removed); only a crash between those renames could leave one partition's tables at
+    different versions.
 
     Returns:
         The number of rows written per slice.
 
     Raises:
-        KeyError: a table not in :data:`SCHEMA`; duckdb errors on a type mismatch (rolled back).
+        KeyError: a table not in :data:`SCHEMA`; ValueError: a Parquet table's slice keyed by other
+            columns than :data:`PARQUET_TABLES` names; duckdb errors on a type mismatch (rolled back,
+            no Parquet file changed).
     """
     ensure_schema(conn)
+    parts = parts_dir(conn)
     frames = []
     for sl in slices:
         cols = [name for name, _ in _columns(SCHEMA[sl.table])]
+        if sl.table in PARQUET_TABLES and parts is not None and tuple(sl.key) != PARQUET_TABLES[sl.table]:
+            raise ValueError(f"a slice of {sl.table} is keyed by {PARQUET_TABLES[sl.table]}, got {tuple(sl.key)}")
         frames.append((cols, pl.DataFrame([{c: r.get(c) for c in cols} for r in sl.rows], infer_schema_length=None)
                        if sl.rows else None))
-    conn.execute("BEGIN TRANSACTION")
+    staged: list[tuple[Path | None, Path]] = []  # (written temporary file or None for "no rows", part file)
     try:
         for sl, (cols, frame) in zip(slices, frames):
-            where = " AND ".join(f'"{c}" IS NOT DISTINCT FROM ?' for c in sl.key)
-            conn.execute(f"DELETE FROM {sl.table} WHERE {where}", list(sl.key.values()))
-            if frame is not None:
-                conn.register("_falconer_rows", frame.to_arrow())
-                quoted = ", ".join(f'"{c}"' for c in cols)
-                conn.execute(f"INSERT INTO {sl.table} ({quoted}) SELECT {quoted} FROM _falconer_rows")
-                conn.unregister("_falconer_rows")
-        conn.execute("COMMIT")
+            if sl.table in PARQUET_TABLES and parts is not None:
+                path = part_path(parts / sl.table, sl.key)
+                tmp = None
+                if frame is not None:
+                    tmp = _staging_path(path)
+                    conn.register("_falconer_rows", frame.to_arrow())
+                    try:
+                        _copy_part(conn, sl.table, "_falconer_rows", tmp)
+                    finally:
+                        conn.unregister("_falconer_rows")
+                staged.append((tmp, path))
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            for sl, (cols, frame) in zip(slices, frames):
+                if sl.table in PARQUET_TABLES and parts is not None:
+                    continue
+                where = " AND ".join(f'"{c}" IS NOT DISTINCT FROM ?' for c in sl.key)
+                conn.execute(f"DELETE FROM {sl.table} WHERE {where}", list(sl.key.values()))
+                if frame is not None:
+                    conn.register("_falconer_rows", frame.to_arrow())
+                    quoted = ", ".join(f'"{c}"' for c in cols)
+                    conn.execute(f"INSERT INTO {sl.table} ({quoted}) SELECT {quoted} FROM _falconer_rows")
+                    conn.unregister("_falconer_rows")
+            conn.execute("COMMIT")
+        except Exception:
+            conn.execute("ROLLBACK")
+            raise
     except Exception:
-        conn.execute("ROLLBACK")
+        for tmp, _ in staged:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
         raise
+    for tmp, path in staged:  # the DuckDB slices committed: the Parquet parts follow, each an atomic rename
+        if tmp is not None:
+            os.replace(tmp, path)
+        else:
+            path.unlink(missing_ok=True)
     return [len(sl.rows) for sl in slices]
 
 
