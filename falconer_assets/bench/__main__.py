@@ -63,11 +63,20 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     m.add_argument("--force", action="store_true", help="measure again what is already measured")
     m.add_argument("--report", action="store_true", help="only rebuild mining.md and mining.png from mining.json")
+    lc = sub.add_parser("llm", help="annotation calls/s vs concurrent requests and server slots")
+    lc.add_argument("--quick", action="store_true", help="6 docs, 1 and 2 slots (about a minute)")
+    lc.add_argument("--docs", type=int, default=None, help="label prompts per setting (default 32)")
+    lc.add_argument("--slots", default=None, help="comma list of slots (= requests in flight), e.g. 1,2,4")
+    lc.add_argument("--out", default=None, help="results folder (default docs/bench; --quick: data/bench_quick)")
+    lc.add_argument("--model", default="qwen2.5-coder-1.5b", help="embedded model, or a remote model with --base-url")
+    lc.add_argument("--base-url", default=None, help="an OpenAI-compatible endpoint instead of the embedded server")
     args = parser.parse_args(argv)
     if args.cmd == "e2e":
         return _e2e(args)
     if args.cmd == "mining":
         return _mining(args)
+    if args.cmd == "llm":
+        return _llm(args)
 
     import dataclasses
 
@@ -173,6 +182,20 @@ def _mining(args) -> int:
         print(f"bench mining: {exc}", file=sys.stderr)
         return 2
     print((out / "mining.md").read_text())
+    return 0
+
+
+def _llm(args) -> int:
+    """``bench llm``: see :mod:`falconer_assets.bench.llm_concurrency`."""
+    from falconer_assets.bench import llm_concurrency as lb
+
+    settings = lb.QUICK if args.quick else lb.FULL
+    if args.slots:
+        settings = tuple(lb.Setting(int(n), int(n)) for n in args.slots.split(","))
+    out = Path(args.out or ("data/bench_quick" if args.quick else "docs/bench"))
+    lb.run(settings, args.docs or (6 if args.quick else 32), out, model=args.model, base_url=args.base_url,
+           log=lambda m: print(m, flush=True))
+    print((out / "llm.md").read_text())
     return 0
 
 
