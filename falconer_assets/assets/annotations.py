@@ -26,6 +26,12 @@ from falconer_assets.warehouse.store import (
 )
 
 
+ANNOTATIONS_VERSION = "2"
+"""``code_version`` of ``annotations``: bump it when which documents are annotated changes for every task
+(2: the held-out split is enlarged with a weighted high-score stratum); the automation then re-runs each
+task's annotations, which reuse every cached sub-task and pay the LLM only for the new documents."""
+
+
 class AnnotationsConfig(dg.Config, LabelHeuristic):
     """The Appendix B settings (:class:`~falconer_assets.generator.annotate.LabelHeuristic`) as run config."""
 
@@ -34,6 +40,7 @@ class AnnotationsConfig(dg.Config, LabelHeuristic):
     key=ANNOTATIONS,
     partitions_def=TASKS,
     deps=[PLAN],  # and every <corpus>/corpus_sample, added by definitions.py (the corpora are data)
+    code_version=ANNOTATIONS_VERSION,
     automation_condition=on_change(),
     group_name="generator",
     kinds={"duckdb"},
