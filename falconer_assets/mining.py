@@ -50,9 +50,82 @@ def result_rows(doc_id: str, result: dict | None, executor: str = "proxy") -> li
     return rows
 
 
-def _batches(docs: Sequence[Document], size: int) -> Iterable[Sequence[Document]]:
+def batches(docs: Sequence[Document], size: int) -> Iterable[Sequence[Document]]:
+    """Consecutive slices of ``docs`` of ``size`` documents (the last may be shorter), in input order.
+
+    Both executors (:func:`mine_documents` and :mod:`falconer_assets.mining_ray`) cut the corpus
+    here, so every plan run sees the same documents together (the proxy pads each forward pass to
+    its longest window, so the batch a text runs in is part of what makes its scores reproducible).
+    """
     for i in range(0, len(docs), size):
         yield docs[i : i + size]
+
+
+@dataclass
+class BatchResult:
+    """What one plan batch produced: its rows and plan-runtime rejects, in the batch's document order.
+
+    ``docs_processed + len(rejects)`` is the batch's size; ``docs_retrieved`` counts the processed
+    documents whose plan result was not ``None``.
+    """
+
+    rows: list[MinedRow] = field(default_factory=list)
+    rejects: list[RejectRow] = field(default_factory=list)
+    docs_processed: int = 0
+    docs_retrieved: int = 0
+
+
+def mine_batch(
+    plan: ValidatedPlan,
+    batch: Sequence[Document],
+    get_label: Callable[[list[str], str], list[bool]],
+    get_span: Callable[[list[str], str], list[list[Span]]],
+    log: Callable[[str], None] = lambda _msg: None,
+    executor_of: Callable[[str], str] = lambda _text: "proxy",
+) -> BatchResult:
+    """Run ``plan`` once over ``batch`` (one :func:`~falconer_assets.plan.sandbox.run_plan` call).
+
+    If the batch raises :class:`PlanRuntimeError` it is retried one document at a time (``log`` says
+    so); a document that still fails becomes a :class:`RejectRow` (``line_no`` ``None``, reason
+    ``"plan error: ..."``). ``executor_of(text)`` marks each document's rows; it is asked after the
+    batch ran. This is the per-batch step of :func:`mine_documents` and of the Ray actors of
+    :mod:`falconer_assets.mining_ray`.
+    """
+    out = BatchResult()
+
+    def keep(doc: Document, result: dict | None) -> None:
+        out.rows.extend(result_rows(doc.id, result, executor_of(doc.text)))
+        out.docs_processed += 1
+        out.docs_retrieved += result is not None
+
+    texts = [d.text for d in batch]
+    try:
+        results = run_plan(plan, texts, get_label, get_span)
+    except PlanRuntimeError as exc:
+        log(f"plan failed on a batch of {len(batch)} ({exc}); retrying one document at a time")
+        for doc in batch:
+            try:
+                keep(doc, run_plan(plan, [doc.text], get_label, get_span)[0])
+            except PlanRuntimeError as doc_exc:
+                out.rejects.append(RejectRow(doc.id, None, f"plan error: {doc_exc}"))
+    else:
+        for doc, result in zip(batch, results):
+            keep(doc, result)
+    return out
+
+
+def add_batch(stats: MiningStats, rows: list[MinedRow], rejects: list[RejectRow], batch: BatchResult) -> None:
+    """Fold one :class:`BatchResult` into the running ``stats``, ``rows`` and ``rejects`` (in place).
+
+    ``stats.rows`` and ``stats.seconds`` are left to the caller (set once at the end of a pass).
+    """
+    rows.extend(batch.rows)
+    rejects.extend(batch.rejects)
+    stats.docs_processed += batch.docs_processed
+    stats.docs_retrieved += batch.docs_retrieved
+    stats.docs_rejected += len(batch.rejects)
+    for r in batch.rows:
+        stats.rows_per_field[r.field] = stats.rows_per_field.get(r.field, 0) + 1
 
 
 def mine_documents(
@@ -64,11 +137,11 @@ def mine_documents(
     log: Callable[[str], None] = lambda _msg: None,
     executor_of: Callable[[str], str] = lambda _text: "proxy",
 ) -> tuple[list[MinedRow], list[RejectRow], MiningStats]:
-    """Execute ``plan`` over ``docs`` in batches of ``batch_size`` documents.
+    """Execute ``plan`` over ``docs`` in batches of ``batch_size`` documents, in this process.
 
-    A batch whose plan run raises :class:`PlanRuntimeError` is retried one document at a time;
-    a document that still fails is rejected with the error text, so one bad record never sinks
-    the corpus.
+    Each batch is one :func:`mine_batch`: a batch whose plan run raises :class:`PlanRuntimeError`
+    is retried one document at a time; a document that still fails is rejected with the error
+    text, so one bad record never sinks the corpus.
 
     ``executor_of(text)`` names who answered a document (asked after its batch ran; the cascade's
     ``"llm"`` for documents it routed, see :mod:`falconer_assets.cascade`); it marks the rows.
@@ -85,30 +158,8 @@ def mine_documents(
     rows: list[MinedRow] = []
     rejects: list[RejectRow] = []
     t0 = time.perf_counter()
-
-    def keep(doc: Document, result: dict | None) -> None:
-        doc_rows = result_rows(doc.id, result, executor_of(doc.text))
-        stats.docs_processed += 1
-        stats.docs_retrieved += result is not None
-        rows.extend(doc_rows)
-        for r in doc_rows:
-            stats.rows_per_field[r.field] = stats.rows_per_field.get(r.field, 0) + 1
-
-    for batch in _batches(docs, batch_size):
-        texts = [d.text for d in batch]
-        try:
-            results = run_plan(plan, texts, get_label, get_span)
-        except PlanRuntimeError as exc:
-            log(f"plan failed on a batch of {len(batch)} ({exc}); retrying one document at a time")
-            for doc in batch:
-                try:
-                    keep(doc, run_plan(plan, [doc.text], get_label, get_span)[0])
-                except PlanRuntimeError as doc_exc:
-                    rejects.append(RejectRow(doc.id, None, f"plan error: {doc_exc}"))
-                    stats.docs_rejected += 1
-        else:
-            for doc, result in zip(batch, results):
-                keep(doc, result)
+    for batch in batches(docs, batch_size):
+        add_batch(stats, rows, rejects, mine_batch(plan, batch, get_label, get_span, log, executor_of))
         done = stats.docs_processed + stats.docs_rejected
         elapsed = time.perf_counter() - t0
         log(f"mined {done}/{len(docs)} docs, {len(rows)} rows, {done / max(elapsed, 1e-9):.1f} docs/s")

@@ -11,6 +11,7 @@ from falconer_assets.cascade.bands import task_bands
 from falconer_assets.llm.executor import LLMPrimitives
 from falconer_assets.inputs.corpus import read_corpus
 from falconer_assets.mining import mine_documents
+from falconer_assets.mining_ray import init_ray, mine_documents_ray, mining_executor
 from falconer_assets.partitions import TASK_FILE_PARTITIONS, split_file_key
 from falconer_assets.proxy.health import annotator_yes_rates, count_yes, yes_rate_finding
 from falconer_assets.proxy.checkpoint import stored_version
@@ -67,6 +68,13 @@ def mined(context: dg.AssetExecutionContext, config: MiningConfig, workspace: Wo
     answers with the proxy and send the uncertain documents to the LLM (through the LLM cache); each
     row's `executor` is `llm` when its document was routed, and the metadata give the LLM share.
 
+    Executor: in this process by default. With `FALCONER_EXECUTOR=ray` the plan batches run on a pool of
+    Ray Data actors that each load the checkpoint once (`falconer_assets.mining_ray`): a local Ray sized
+    to the machine, or the cluster in `RAY_ADDRESS` (the checkpoint travels through Ray's object store);
+    the rows are those of the in-process run. A task with a `quality:` block mines in-process (the cascade
+    has no Ray path yet; a warning says so). Metadata `executor` (`in-process`, `ray (local, N CPUs)` or
+    `ray (RAY_ADDRESS=..., N CPUs)`), and on Ray `ray_actors` and `ray_batches`.
+
     Fails before mining when the task's latest `proxy_checkpoint` failed its blocking `no_collapse`
     check. Check `yes_rate` (a warning, not blocking): per label instruction applied to every
     document, the proxy's share of "yes" must lie in the 95% Wilson interval of the annotator's
@@ -93,24 +101,35 @@ def mined(context: dg.AssetExecutionContext, config: MiningConfig, workspace: Wo
         annotator = annotator_yes_rates(annotation_rows)
     docs, corpus_rejects = read_corpus(path)
     checkpoint = proxy.checkpoint_path(task.name)
-    model = NTEProxy.load(str(checkpoint), device=proxy.resolved_device())
     bs = proxy.inference_batch_size
-    yes_counts: dict[str, list[int]] = {}
-    get_label = lambda texts, q: model.get_label(texts, q, batch_size=bs)  # noqa: E731
-    get_span = lambda texts, q: model.get_span(texts, q, batch_size=bs)  # noqa: E731
-    executor_of, cascade = (lambda _t: "proxy"), None
-    if task.quality is not None:
-        bands = task_bands(model, annotation_rows, workspace.corpus(task.corpus).by_id,
-                           [(c.kind, c.instruction) for c in plan.calls], task.quality,
-                           cache_dir=checkpoint, checkpoint_version=stored_version(checkpoint))
-        cascade = CascadePrimitives(model, LLMPrimitives(llm.chat, llm.chat_many), bands, batch_size=bs)
-        get_label, get_span = cascade.get_label, cascade.get_span
-        executor_of = lambda t: "llm" if t in cascade.routed_texts else "proxy"  # noqa: E731
-    model.window_stats.reset()  # count this file's documents, not the cascade's calibration texts
-    rows, plan_rejects, stats = mine_documents(
-        plan, docs, count_yes(get_label, yes_counts), get_span,
-        batch_size=config.batch_size, log=context.log.info, executor_of=executor_of,
-    )
+    cascade = None
+    if _executor(context, task.quality is not None) == "ray":
+        executor = init_ray()
+        on_ray = mine_documents_ray(plan, docs, checkpoint, device=proxy.device, inference_batch_size=bs,
+                                    batch_size=config.batch_size, log=context.log.info)
+        rows, plan_rejects, stats, yes_counts = on_ray.rows, on_ray.rejects, on_ray.stats, on_ray.yes_counts
+        multi_window_docs = on_ray.multi_window_docs
+        executor_metadata = {"executor": executor, "ray_actors": on_ray.actors, "ray_batches": on_ray.batches}
+    else:
+        model = NTEProxy.load(str(checkpoint), device=proxy.resolved_device())
+        yes_counts: dict[str, list[int]] = {}
+        get_label = lambda texts, q: model.get_label(texts, q, batch_size=bs)  # noqa: E731
+        get_span = lambda texts, q: model.get_span(texts, q, batch_size=bs)  # noqa: E731
+        executor_of = lambda _t: "proxy"  # noqa: E731
+        if task.quality is not None:
+            bands = task_bands(model, annotation_rows, workspace.corpus(task.corpus).by_id,
+                               [(c.kind, c.instruction) for c in plan.calls], task.quality,
+                               cache_dir=checkpoint, checkpoint_version=stored_version(checkpoint))
+            cascade = CascadePrimitives(model, LLMPrimitives(llm.chat, llm.chat_many), bands, batch_size=bs)
+            get_label, get_span = cascade.get_label, cascade.get_span
+            executor_of = lambda t: "llm" if t in cascade.routed_texts else "proxy"  # noqa: E731
+        model.window_stats.reset()  # count this file's documents, not the cascade's calibration texts
+        rows, plan_rejects, stats = mine_documents(
+            plan, docs, count_yes(get_label, yes_counts), get_span,
+            batch_size=config.batch_size, log=context.log.info, executor_of=executor_of,
+        )
+        multi_window_docs = model.window_stats.multi_window_docs
+        executor_metadata = {"executor": "in-process"}
     lines = len(docs) + len(corpus_rejects)
     if stats.docs_processed + stats.docs_rejected + len(corpus_rejects) != lines:
         raise dg.Failure(f"record count mismatch in {path}: {lines} input records, {stats.docs_processed} mined, "
@@ -125,7 +144,7 @@ def mined(context: dg.AssetExecutionContext, config: MiningConfig, workspace: Wo
         "input_records": lines,
         "docs_mined": stats.docs_processed,
         "docs_retrieved": stats.docs_retrieved,
-        "multi_window_docs": model.window_stats.multi_window_docs,  # longer than the proxy's max_length
+        "multi_window_docs": multi_window_docs,  # longer than the proxy's max_length
         "rejected_records": len(corpus_rejects) + stats.docs_rejected,
         "rows_per_field": dg.MetadataValue.json(stats.rows_per_field),
         "label_yes_counts": dg.MetadataValue.json({q: {"yes": y, "n": n} for q, (y, n) in yes_counts.items()}),
@@ -134,6 +153,7 @@ def mined(context: dg.AssetExecutionContext, config: MiningConfig, workspace: Wo
         "file_sha256": sha,
         "preview": dg.MetadataValue.md(md_table(["doc_id", "field", "value", "start", "end", "score"], preview)),
         **(_cascade_metadata(cascade, docs) if cascade is not None else {}),
+        **executor_metadata,
     }, data_version=dg.DataVersion(rows_version(
         [(r.doc_id, r.field, r.value, r.start, r.end, round(r.score, 4), *([r.executor] if cascade else []))
          for r in rows])))
@@ -152,6 +172,26 @@ def _cascade_metadata(cascade: CascadePrimitives, docs) -> dict:
             [[k, q, round(b.low, 4), round(b.high, 4), b.guaranteed, s.get("docs", 0), s.get("llm", 0)]
              for (k, q), b in cascade.bands.items() for s in [cascade.stats.get((k, q), {})]])),
     }
+
+
+def _executor(context: dg.AssetExecutionContext, cascade: bool) -> str:
+    """``"in-process"`` or ``"ray"``, from ``FALCONER_EXECUTOR``; a task with a ``quality:`` block mines in-process.
+
+    The cascade (LLM calls through the run's LLM resource and cache) has no Ray path yet: with
+    ``FALCONER_EXECUTOR=ray`` such a task logs a warning and runs in-process.
+
+    Raises:
+        dg.Failure: ``FALCONER_EXECUTOR`` holds an unknown value.
+    """
+    try:
+        executor = mining_executor()
+    except ValueError as exc:
+        raise dg.Failure(str(exc)) from exc
+    if executor == "ray" and cascade:
+        context.log.warning("FALCONER_EXECUTOR=ray: the cascade (quality: block) is not supported on Ray yet; "
+                            "mining in-process")
+        return "in-process"
+    return executor
 
 
 def _require_healthy_proxy(context: dg.AssetExecutionContext, task: str) -> None:

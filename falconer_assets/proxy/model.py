@@ -155,6 +155,10 @@ class WindowStats:
             self.multi_window_texts += 1
             self._multi.add(hash(text))
 
+    def is_multi_window(self, text: str) -> bool:
+        """Whether ``text`` (by content) needed more than one window in some call since the last :meth:`reset`."""
+        return hash(text) in self._multi
+
     def reset(self) -> None:
         """Zero every count (e.g. before mining one corpus file)."""
         self.texts = self.windows = self.multi_window_texts = 0
