@@ -16,6 +16,10 @@ Environment (read when the code location loads):
     FALCONER_LLM_BASE_URL   OpenAI-compatible endpoint; unset = embedded llama.cpp server
     FALCONER_LLM_MODEL      model name (embedded default ``qwen2.5-coder-1.5b``)
     OPENAI_API_KEY          key for the endpoint (not needed for the embedded server)
+    FALCONER_LLM_CONCURRENCY  LLM requests in flight during annotation (default: the embedded
+                            server's slots, 8 for a remote endpoint)
+    FALCONER_LLM_PARALLEL   request slots of the embedded server (llama.cpp ``--parallel``)
+    FALCONER_EXECUTOR       ``ray`` mines on Ray Data (``RAY_ADDRESS``: a cluster), see ``mining_ray``
     FALCONER_PROXY_BASE     proxy base: unset = the NTE-pretrained metamodel, ``minilm``, ``mpnet``,
                             ``cuckoo``, or a hub id/path
 """
@@ -55,6 +59,12 @@ def default_llm() -> LLMResource:
         kwargs["model"] = os.environ["FALCONER_LLM_MODEL"]
     if base_url and os.environ.get("OPENAI_API_KEY"):
         kwargs["api_key"] = dg.EnvVar("OPENAI_API_KEY")
+    for env, field in (("FALCONER_LLM_CONCURRENCY", "max_concurrency"), ("FALCONER_LLM_PARALLEL", "n_parallel")):
+        if os.environ.get(env):
+            try:
+                kwargs[field] = int(os.environ[env])
+            except ValueError:
+                raise ValueError(f"{env} must be a whole number, got {os.environ[env]!r}") from None
     return LLMResource(**kwargs)
 
 
