@@ -207,7 +207,7 @@ class _MineActor:
     """
 
     def __init__(self, plan: ValidatedPlan, checkpoint, device: str, inference_batch_size: int,
-                 torch_threads: int) -> None:
+                 torch_threads: int, precision: str = "fp32") -> None:
         import torch
 
         from falconer_assets.proxy.model import NTEProxy
@@ -223,9 +223,9 @@ class _MineActor:
                     target = Path(tmp) / rel
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(data)
-                self.model = NTEProxy.load(tmp, device=device)
+                self.model = NTEProxy.load(tmp, device=device, precision=precision)
         else:
-            self.model = NTEProxy.load(checkpoint, device=device)
+            self.model = NTEProxy.load(checkpoint, device=device, precision=precision)
         self.plan = plan
         self.bs = inference_batch_size
 
@@ -258,6 +258,7 @@ def mine_documents_ray(
     actors: int = 0,
     cpus_per_actor: float = 1.0,
     ship_checkpoint: bool | None = None,
+    precision: str = "fp32",
     log: Callable[[str], None] = lambda _msg: None,
 ) -> RayMiningResult:
     """Execute ``plan`` over ``docs`` on Ray: the documents of :func:`mine_documents`, the same rows.
@@ -289,6 +290,8 @@ def mine_documents_ray(
         ship_checkpoint: put the checkpoint's files in the object store for the actors to unpack
             (no shared storage needed) instead of handing them the path; ``None``: ship when
             ``RAY_ADDRESS`` is set (a cluster), use the path on a local Ray.
+        precision: the actors' inference precision (``NTEProxy.load(..., precision=...)``: ``fp32``,
+            ``bf16``, ``int8`` or ``auto``, resolved on each actor's own hardware).
         log: progress lines (``mined i/N docs ...``) and the batches' retry messages.
 
     Returns:
@@ -344,7 +347,8 @@ def mine_documents_ray(
             compute=ray.data.ActorPoolStrategy(size=actors),
             fn_constructor_kwargs=dict(plan=plan, checkpoint=source, device="cuda" if use_gpu else "cpu",
                                        inference_batch_size=inference_batch_size,
-                                       torch_threads=0 if use_gpu else max(1, int(cpus_per_actor))),
+                                       torch_threads=0 if use_gpu else max(1, int(cpus_per_actor)),
+                                       precision=precision),
             num_cpus=1 if use_gpu else cpus_per_actor,
             num_gpus=1 if use_gpu else 0,
             **({} if on_cluster else _no_actor_restarts()),

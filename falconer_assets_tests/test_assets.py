@@ -120,6 +120,11 @@ def test_whole_graph_materializes(materialized, tmp_path):
     assert mined_meta["docs_mined"].value == 40
     assert mined_meta["rows"].value == len(rows)
     assert mined_meta["file_sha256"].value == file_sha256(corpus_file)  # the bytes that were mined
+    from falconer_assets.proxy.precision import resolve_precision
+
+    mining_precision = resolve_precision(ProxyResource().inference_precision, "cpu")  # the resource's default
+    assert mined_meta["inference_precision"].value == mining_precision
+    assert latest_metadata(instance, dg.AssetKey("eval"), TASK)["inference_precision"].value == mining_precision
     rejects = con.execute("SELECT reason, file FROM mining_rejects WHERE task = ?", [TASK]).fetchall()
     reasons = sorted(r for r, _ in rejects)
     assert len(reasons) == 3 and {f for _, f in rejects} == {FILE}

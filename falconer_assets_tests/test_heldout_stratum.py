@@ -203,7 +203,7 @@ def test_annotations_enlarge_the_heldout_split_and_eval_weights_it(tmp_path):
                               partition_key=TASK, instance=instance, resources=defs.resources).success
     labels = [r for r in heldout if r.kind == "label" and r.usable]
     texts = {d.id: d.text for d in map(lambda r: Document(r["id"], r["text"]), _records(corpus))}
-    model = NTEProxy.load(str(proxy.checkpoint_path(TASK)), device="cpu")
+    model = NTEProxy.load(str(proxy.checkpoint_path(TASK)), device="cpu", precision=proxy.inference_precision)
     expected = score_label_subtask(GAME_Q, [bool(r.label) for r in labels],
                                    model.get_label([texts[r.doc_id] for r in labels], GAME_Q), [r.weight for r in labels])
     with duckdb.connect(str(data_dir / "falconer.duckdb"), read_only=True) as con:

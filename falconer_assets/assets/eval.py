@@ -68,7 +68,8 @@ def eval_asset(context: dg.AssetExecutionContext, config: EvalConfig, workspace:
         by_subtask[r.sub_task].append(r)
     if not by_subtask:
         raise dg.Failure(f"task {task.name!r} has no held-out annotations to evaluate on")
-    model = NTEProxy.load(str(proxy.checkpoint_path(task.name)), device=proxy.resolved_device())
+    model = NTEProxy.load(str(proxy.checkpoint_path(task.name)), device=proxy.resolved_device(),
+                          precision=proxy.inference_precision)  # the precision mined runs at
     scores = [_score(model, kind, instruction, items, docs) for (kind, instruction), items in by_subtask.items()]
 
     texts = [docs[d].text for d in sorted({r.doc_id for r in heldout})[: config.speed_docs]]
@@ -90,6 +91,7 @@ def eval_asset(context: dg.AssetExecutionContext, config: EvalConfig, workspace:
         write_eval(conn, task.name, metric_rows, speed)
     version = rows_version([(r.kind, r.instruction, r.metric, round(r.value, 6)) for r in metric_rows])
     metadata = _metadata(scores, speed)
+    metadata["inference_precision"] = model.precision
     if cascade:
         metadata["cascade"] = dg.MetadataValue.md(md_table(
             ["kind", "instruction", "held-out docs", "target", "achieved (cross-fitted)", "share to LLM", "certified"],

@@ -106,12 +106,14 @@ def mined(context: dg.AssetExecutionContext, config: MiningConfig, workspace: Wo
     if _executor(context, task.quality is not None) == "ray":
         executor = init_ray()
         on_ray = mine_documents_ray(plan, docs, checkpoint, device=proxy.device, inference_batch_size=bs,
-                                    batch_size=config.batch_size, log=context.log.info)
+                                    batch_size=config.batch_size, precision=proxy.inference_precision,
+                                    log=context.log.info)
         rows, plan_rejects, stats, yes_counts = on_ray.rows, on_ray.rejects, on_ray.stats, on_ray.yes_counts
         multi_window_docs = on_ray.multi_window_docs
-        executor_metadata = {"executor": executor, "ray_actors": on_ray.actors, "ray_batches": on_ray.batches}
+        executor_metadata = {"executor": executor, "ray_actors": on_ray.actors, "ray_batches": on_ray.batches,
+                             "inference_precision": f"{proxy.inference_precision} (on each actor)"}
     else:
-        model = NTEProxy.load(str(checkpoint), device=proxy.resolved_device())
+        model = NTEProxy.load(str(checkpoint), device=proxy.resolved_device(), precision=proxy.inference_precision)
         yes_counts: dict[str, list[int]] = {}
         get_label = lambda texts, q: model.get_label(texts, q, batch_size=bs)  # noqa: E731
         get_span = lambda texts, q: model.get_span(texts, q, batch_size=bs)  # noqa: E731
@@ -119,7 +121,7 @@ def mined(context: dg.AssetExecutionContext, config: MiningConfig, workspace: Wo
         if task.quality is not None:
             bands = task_bands(model, annotation_rows, workspace.corpus(task.corpus).by_id,
                                [(c.kind, c.instruction) for c in plan.calls], task.quality,
-                               cache_dir=checkpoint, checkpoint_version=stored_version(checkpoint))
+                               cache_dir=checkpoint, checkpoint_version=_bands_version(checkpoint, model.precision))
             cascade = CascadePrimitives(model, LLMPrimitives(llm.chat, llm.chat_many), bands, batch_size=bs)
             get_label, get_span = cascade.get_label, cascade.get_span
             executor_of = lambda t: "llm" if t in cascade.routed_texts else "proxy"  # noqa: E731
@@ -129,7 +131,7 @@ def mined(context: dg.AssetExecutionContext, config: MiningConfig, workspace: Wo
             batch_size=config.batch_size, log=context.log.info, executor_of=executor_of,
         )
         multi_window_docs = model.window_stats.multi_window_docs
-        executor_metadata = {"executor": "in-process"}
+        executor_metadata = {"executor": "in-process", "inference_precision": model.precision}
     lines = len(docs) + len(corpus_rejects)
     if stats.docs_processed + stats.docs_rejected + len(corpus_rejects) != lines:
         raise dg.Failure(f"record count mismatch in {path}: {lines} input records, {stats.docs_processed} mined, "
@@ -172,6 +174,13 @@ def _cascade_metadata(cascade: CascadePrimitives, docs) -> dict:
             [[k, q, round(b.low, 4), round(b.high, 4), b.guaranteed, s.get("docs", 0), s.get("llm", 0)]
              for (k, q), b in cascade.bands.items() for s in [cascade.stats.get((k, q), {})]])),
     }
+
+
+def _bands_version(checkpoint, precision: str) -> str:
+    """The cascade bands' cache version: the checkpoint's, plus the inference precision when it is not fp32
+    (bands calibrated on fp32 scores are not reused for bf16 / int8 ones)."""
+    version = stored_version(checkpoint)
+    return version if precision == "fp32" else f"{version}@{precision}"
 
 
 def _executor(context: dg.AssetExecutionContext, cascade: bool) -> str:

@@ -8,6 +8,10 @@ Default ``--out``: ``docs/bench`` for the full grid, ``data/bench_quick`` for ``
 ``python -m falconer_assets.bench mining [--quick] [--sizes ...] [--tasks ...]``: mining throughput of the
 proxy over growing prefixes of the whole Debian archive, against the LLM and this machine's matmul peak
 (:mod:`falconer_assets.bench.mining`; ``mining.json``, ``mining.md``, ``mining.png``).
+
+``python -m falconer_assets.bench inference [--quick] [--docs N] [--tasks ...] [--candidates ...]``: docs/s, held-out
+F1 and agreement with fp32 of the proxy's inference paths (fp32, bf16, int8, ONNX Runtime), and the default
+precision they justify (:mod:`falconer_assets.bench.inference`; ``inference.json``, ``.md``, ``.png``).
 """
 
 from __future__ import annotations
@@ -70,7 +74,21 @@ def main(argv: list[str] | None = None) -> int:
     lc.add_argument("--out", default=None, help="results folder (default docs/bench; --quick: data/bench_quick)")
     lc.add_argument("--model", default="qwen2.5-coder-1.5b", help="embedded model, or a remote model with --base-url")
     lc.add_argument("--base-url", default=None, help="an OpenAI-compatible endpoint instead of the embedded server")
+    inf = sub.add_parser("inference", help="proxy inference paths (fp32, bf16, int8, ONNX): docs/s, F1, agreement")
+    inf.add_argument("--quick", action="store_true", help="one task, 48 docs, fp32/bf16/int8 (under 2 min)")
+    inf.add_argument("--docs", type=int, default=None, help="corpus documents timed per path and round")
+    inf.add_argument("--repeats", type=int, default=None, help="timing rounds (order alternates between rounds)")
+    inf.add_argument("--tasks", default=None, help="comma list (default: every task with a checkpoint)")
+    inf.add_argument("--candidates", default=None, help="comma list of fp32,bf16,int8,onnx_fp32,onnx_int8")
+    inf.add_argument("--device", default=None, help="cpu (default) or cuda")
+    inf.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    inf.add_argument("--data", default="data", help="the data folder: tasks, checkpoints, warehouse, corpora")
+    inf.add_argument("--out", default=None, help="results folder (default docs/bench; --quick: data/bench_quick)")
+    inf.add_argument("--work", default=None, help="exported ONNX graphs (default data/bench_inference)")
+    inf.add_argument("--report", action="store_true", help="only rebuild inference.md and inference.png from the json")
     args = parser.parse_args(argv)
+    if args.cmd == "inference":
+        return _inference(args)
     if args.cmd == "e2e":
         return _e2e(args)
     if args.cmd == "mining":
@@ -182,6 +200,35 @@ def _mining(args) -> int:
         print(f"bench mining: {exc}", file=sys.stderr)
         return 2
     print((out / "mining.md").read_text())
+    return 0
+
+
+def _inference(args) -> int:
+    """``bench inference``: see :mod:`falconer_assets.bench.inference`."""
+    import dataclasses
+    import logging
+    import warnings
+
+    from falconer_assets.bench import inference
+
+    warnings.filterwarnings("ignore")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    settings = inference.QUICK if args.quick else inference.FULL
+    updates = {k: v for k, v in (("docs", args.docs), ("repeats", args.repeats), ("device", args.device),
+                                 ("threads", args.threads)) if v is not None}
+    if args.tasks:
+        updates["tasks"] = tuple(args.tasks.split(","))
+    if args.candidates:
+        updates["candidates"] = tuple(args.candidates.split(","))
+    settings = dataclasses.replace(settings, **updates)
+    out = Path(args.out or ("data/bench_quick" if args.quick else "docs/bench"))
+    try:
+        inference.run(settings, out, Path(args.work or "data/bench_inference"), Path(args.data), quick=args.quick,
+                      report_only=args.report, log=lambda m: print(m, flush=True))
+    except FileNotFoundError as exc:
+        print(f"bench inference: {exc}", file=sys.stderr)
+        return 2
+    print((out / "inference.md").read_text())
     return 0
 
 

@@ -42,6 +42,7 @@ from transformers import (
 
 from falconer_assets.proxy import nte
 from falconer_assets.proxy.encoders import CUCKOO_MODEL_ID, minilm_path
+from falconer_assets.proxy.precision import inference_model, resolve_precision
 from falconer_assets.proxy.training import TrainConfig
 from falconer_assets.spans import Span
 
@@ -195,8 +196,10 @@ class NTEProxy:
     :meth:`save`. Attributes ``model``, ``tokenizer``, ``device`` and ``max_length`` are
     public, and so are ``window_overlap`` (tokens shared by consecutive windows of a long
     text, ``None``: :data:`nte.OVERLAP_FRACTION` of the window's text budget; not saved) and
-    ``window_stats`` (a :class:`WindowStats`: how many texts needed several windows). Not
-    thread-safe (``train`` toggles ``model.train()``, inference updates ``window_stats``).
+    ``window_stats`` (a :class:`WindowStats`: how many texts needed several windows), and
+    ``precision`` (the inference precision, ``"fp32"`` unless :meth:`set_precision` / ``load(precision=)``
+    changed it; ``model`` stays float32 for training and :meth:`save`). Not thread-safe (``train``
+    toggles ``model.train()``, inference updates ``window_stats``).
     """
 
     def __init__(self, model, tokenizer, device: str = "cpu", max_length: int = 256) -> None:
@@ -210,9 +213,11 @@ class NTEProxy:
         self.max_length = max_length
         self.window_overlap: int | None = None
         self.window_stats = WindowStats()
+        self.precision = "fp32"
+        self._inference: torch.nn.Module | None = None  # the precision's copy of model, built on first use
 
     @classmethod
-    def load(cls, name_or_path: str, device: str = "cpu", seed: int = 0) -> "NTEProxy":
+    def load(cls, name_or_path: str, device: str = "cpu", seed: int = 0, precision: str = "fp32") -> "NTEProxy":
         """Load a base encoder (a new O/B/I head is added) or a saved proxy checkpoint.
 
         ``name_or_path`` is anything ``from_pretrained`` accepts: a local directory (e.g.
@@ -223,11 +228,13 @@ class NTEProxy:
         comes from ``falconer_proxy.json`` if present, else 256 capped by the model's
         position limit. Weights are loaded in float32 (training precision). A new head is
         initialised under ``torch.manual_seed(seed)`` inside ``torch.random.fork_rng`` (the
-        global RNG is untouched): same seed, same head, reproducible training.
+        global RNG is untouched): same seed, same head, reproducible training. ``precision`` is the
+        inference precision (:meth:`set_precision`; training and :meth:`save` stay float32).
 
         Raises:
             OSError: if the model or tokenizer cannot be found (e.g. hub id while offline).
-            ValueError: if the tokenizer is not a fast tokenizer, or ``device`` is invalid.
+            ValueError: if the tokenizer is not a fast tokenizer, ``device`` is invalid, or
+                ``precision`` is unknown or not available on ``device``.
         """
         device = resolve_device(device)
         meta_path = Path(name_or_path) / PROXY_META_FILE
@@ -265,7 +272,33 @@ class NTEProxy:
                 )
         limit = _position_limit(model)
         max_length = int(meta["max_length"]) if meta else min(256, limit)
-        return cls(model, tokenizer, device=device, max_length=max_length)
+        proxy = cls(model, tokenizer, device=device, max_length=max_length)
+        proxy.set_precision(precision)
+        return proxy
+
+    def set_precision(self, precision: str) -> str:
+        """Run inference (``get_span``, ``get_label``, ``evaluate``...) at ``precision``; returns the concrete one.
+
+        ``"fp32"``, ``"bf16"``, ``"int8"`` (CPU only) or ``"auto"`` (bf16 on CUDA and on CPUs with native
+        bfloat16, else fp32), see :mod:`falconer_assets.proxy.precision`. Only inference changes:
+        ``self.model`` keeps its float32 weights, :meth:`train` trains and scores its dev split in
+        float32, and :meth:`save` writes float32. The reduced-precision copy is made on the next
+        inference call and remade after :meth:`train`.
+
+        Raises:
+            ValueError: an unknown precision, or one the device cannot run.
+        """
+        self.precision = resolve_precision(precision, self.device)
+        self._inference = None
+        return self.precision
+
+    def _inference_model(self) -> torch.nn.Module:
+        """The model inference runs: ``self.model`` in fp32, else its copy at :attr:`precision` (cached)."""
+        if self.precision == "fp32":
+            return self.model
+        if self._inference is None:
+            self._inference = inference_model(self.model, self.precision)
+        return self._inference
 
     # ------------------------------------------------------------------ encoding
 
@@ -387,14 +420,15 @@ class NTEProxy:
         )
 
         self.max_length = config.max_length
+        precision, self.precision, self._inference = self.precision, "fp32", None  # train and pick epochs in fp32
         best_score, best_epoch, best_state, stale = -1.0, 0, None, 0
         start_score = float("nan")
-        if dev_examples:  # the start is the first candidate: training must beat it to replace it
-            start_score = best_score = self.evaluate(dev_examples)["score"]
-            best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            log(f"epoch 0 (start weights) dev score {start_score:.4f}")
         step, epoch, epoch_loss, window = 0, 0, float("nan"), []
         try:
+            if dev_examples:  # the start is the first candidate: training must beat it to replace it
+                start_score = best_score = self.evaluate(dev_examples)["score"]
+                best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                log(f"epoch 0 (start weights) dev score {start_score:.4f}")
             while epoch < config.epochs and step < total:
                 self.model.train()
                 losses = []
@@ -442,6 +476,7 @@ class NTEProxy:
                 log(f"no epoch beat the start weights (dev score {start_score:.4f}): keeping them")
         finally:
             self.model.eval()
+            self.precision, self._inference = precision, None  # inference copies are remade from the new weights
         return {
             "steps": step,
             "epochs": epoch,
@@ -505,12 +540,13 @@ class NTEProxy:
         collate = self._collator()
         order = sorted(range(len(encs)), key=lambda i: len(encs[i]))
         self.model.eval()
+        model = self._inference_model()
         with torch.inference_mode():
             for b in range(0, len(order), batch_size):
                 idx = order[b : b + batch_size]
                 batch = collate([encs[i].features(with_labels=False) for i in idx])
                 batch = {k: v.to(self.device) for k, v in batch.items()}
-                probs = self.model(**batch).logits.float().softmax(-1).cpu().numpy()
+                probs = model(**batch).logits.float().softmax(-1).cpu().numpy()
                 for row, i in enumerate(idx):
                     yield i, probs[row, : len(encs[i])]
 

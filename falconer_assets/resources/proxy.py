@@ -34,6 +34,11 @@ class ProxyResource(dg.ConfigurableResource, TrainConfig):
         init_from_task: continual integration (paper 5.2): start from another task's
             fine-tuned checkpoint instead of the base model; ``""`` = from the base.
         inference_batch_size: texts per forward pass when mining.
+        inference_precision: the precision ``mined`` and ``eval`` run the proxy at (``eval``'s F1 is the F1
+            of what mines): ``"auto"`` (default: bf16 on CUDA and on CPUs with native bfloat16, AVX512-BF16
+            or AMX, else fp32), ``"fp32"``, ``"bf16"`` or ``"int8"`` (CPU only). Training and checkpoints
+            stay float32. Chosen by ``python -m falconer_assets.bench inference`` (``docs/bench/inference.md``;
+            :mod:`falconer_assets.proxy.precision`).
         checkpoint_dir: where fine-tuned checkpoints are saved, one sub-folder per task.
     """
 
@@ -41,6 +46,7 @@ class ProxyResource(dg.ConfigurableResource, TrainConfig):
     device: str = "auto"
     init_from_task: str = ""
     inference_batch_size: int = 64
+    inference_precision: str = "auto"
     checkpoint_dir: str = "data/checkpoints"
 
     def resolved_base_model(self) -> str:
