@@ -187,9 +187,13 @@ def test_bench_inference_quick(trained, tmp_path):
     finally:
         conn.close()
     out = tmp_path / "out"
+    threads_before = torch.get_num_threads()
     code = main(["inference", "--quick", "--docs", "16", "--data", str(data), "--out", str(out),
                  "--work", str(tmp_path / "work"), "--threads", "1"])
     assert code == 0
+    # run in-process, the bench leaves torch's thread count as it found it (it once left 1 thread, and the
+    # next test module's tiny proxy trained at another thread count collapsed: test_lineage)
+    assert torch.get_num_threads() == threads_before
     results = json.loads((out / "inference.json").read_text())
     task = results["tasks"]["debian_game_genres"]
     assert set(task["candidates"]) == {"fp32", "bf16", "int8"} and task["docs"] == 16

@@ -495,22 +495,26 @@ def run(settings: InferenceBenchSettings, out: Path, work: Path, data_dir: Path 
     from falconer_assets.proxy.precision import resolve_precision
 
     threads = settings.threads or os.cpu_count() or 1
+    previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
-    names = list(settings.tasks) if settings.tasks else tasks_with_checkpoints(data_dir)
-    if not names:
-        raise FileNotFoundError(f"no task in {data_dir / 'tasks'} has a checkpoint in {data_dir / 'checkpoints'}: "
-                                f"materialize proxy_checkpoint first (falconer run)")
-    out.mkdir(parents=True, exist_ok=True)
-    t0, load0 = time.perf_counter(), os.getloadavg()[0]
-    tasks = {name: measure_task(name, settings, data_dir, work, log) for name in names}
-    results = {"settings": asdict(settings) | {"threads": threads}, "machine": machine(),
-               "auto": resolve_precision("auto", settings.device), "tasks": tasks,
-               "default": choose_default(tasks, settings.max_f1_loss), "loadavg_start": load0,
-               "loadavg_end": os.getloadavg()[0], "minutes": (time.perf_counter() - t0) / 60,
-               "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "quick": quick}
-    (out / "inference.json").write_text(json.dumps(results, indent=1, default=str))
-    (out / "inference.md").write_text(markdown(results))
-    plot(results, out / "inference.png")
+    try:  # the caller's torch thread count is restored: a test calling this in-process must not change later tests
+        names = list(settings.tasks) if settings.tasks else tasks_with_checkpoints(data_dir)
+        if not names:
+            raise FileNotFoundError(f"no task in {data_dir / 'tasks'} has a checkpoint in {data_dir / 'checkpoints'}: "
+                                    f"materialize proxy_checkpoint first (falconer run)")
+        out.mkdir(parents=True, exist_ok=True)
+        t0, load0 = time.perf_counter(), os.getloadavg()[0]
+        tasks = {name: measure_task(name, settings, data_dir, work, log) for name in names}
+        results = {"settings": asdict(settings) | {"threads": threads}, "machine": machine(),
+                   "auto": resolve_precision("auto", settings.device), "tasks": tasks,
+                   "default": choose_default(tasks, settings.max_f1_loss), "loadavg_start": load0,
+                   "loadavg_end": os.getloadavg()[0], "minutes": (time.perf_counter() - t0) / 60,
+                   "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "quick": quick}
+        (out / "inference.json").write_text(json.dumps(results, indent=1, default=str))
+        (out / "inference.md").write_text(markdown(results))
+        plot(results, out / "inference.png")
+    finally:
+        torch.set_num_threads(previous_threads)
     log(f"default precision: {results['default']['precision']} ({results['default']['reason']})")
     return results
 
