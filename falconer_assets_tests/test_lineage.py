@@ -3,9 +3,10 @@
 Two tasks over two corpora, built once for the module with the real automation conditions
 (``orchestrate.bring_up_to_date``), then edited; each test asks ``dg.evaluate_automation_conditions``
 what it would run and checks it is exactly the stale part of exactly the edited task. The LLM
-is scripted (conftest); the proxy is the real MiniLM, fine-tuned for 4 epochs of batches of 4 on 128-token
-prompts: about the CPU time of the former 2 epochs of 8 at 256 tokens, which extracted no genre and answered
-"no" to every held-out doc, so ``proxy_checkpoint``'s blocking ``no_collapse`` check would stop ``mined``.
+is scripted (conftest); the proxy is the real MiniLM, fine-tuned for 8 epochs of batches of 4 on 128-token
+prompts: the former 2 epochs of 8 at 256 tokens extracted no genre and answered "no" to every held-out doc,
+and 4 epochs of 4 did too once a second label question joined the plan (test_new_sub_task_...), so
+``proxy_checkpoint``'s blocking ``no_collapse`` check stopped ``mined``.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def graph(tmp_path_factory):
         spec.replace(f"name: {A}", f"name: {B}").replace("corpus: debian_packages", "corpus: other_packages"))
     llm = RoutingLLM(corpus_path=str(data_dir / "corpora" / "debian_packages" / "debian_packages.jsonl"),
                      cache_path=str(data_dir / "llm_cache.duckdb"))
-    defs = build_definitions(data_dir, llm=llm, proxy=_proxy(data_dir, epochs=4, max_length=128, batch_size=4))
+    defs = build_definitions(data_dir, llm=llm, proxy=_proxy(data_dir, epochs=8, max_length=128, batch_size=4))
     (root / "home").mkdir()
     with dg.instance_for_test(temp_dir=str(root / "home")) as instance:
         cursor_path = root / "cursor"
