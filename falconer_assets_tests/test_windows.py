@@ -340,3 +340,21 @@ def test_fine_tuned_proxy_finds_an_answer_after_the_first_window():
     libs = [filler + " " + text for text in LIB_TEXTS[:10]]
     lib_scores = model.get_label_scores(libs, IS_GAME)
     assert sum(sc < 0.5 for sc in lib_scores) >= 0.7 * len(libs)
+
+
+def test_truncate_mode_trains_on_the_first_window_only():
+    """``long_examples="truncate"`` (the metamodel's pre-training): one sequence per example, cut
+    at ``max_length``; a gold span past the cut is counted as lost, as before windows existed."""
+    model = NTEProxy.load(resolve_base_model("minilm"), device="cpu", seed=0)
+    filler = " ".join(LIB_TEXTS[10:16])
+    text = filler + " " + GAME_TEXTS[0]
+    j = len(filler) + 1 + GAME_TEXTS[0].index(GENRES[0])
+    exs = [TrainExample("span", text, GENRE, spans=[Span.of(text, j, j + len(GENRES[0]))]),
+           TrainExample("label", text, IS_GAME, label=False), TrainExample("label", GAME_TEXTS[1], IS_GAME, label=True)]
+    cfg = TrainConfig(epochs=1, batch_size=4, max_length=ML, dev_fraction=0.0, max_steps=1,
+                      long_examples="truncate")
+    stats = model.train(exs, cfg, log=lambda _m: None)
+    assert (stats["n_windows"], stats["multi_window_examples"], stats["truncated_spans"]) == (3, 0, 1)
+    windowed = model.train(exs, cfg.model_copy(update={"long_examples": "windows"}), log=lambda _m: None)
+    assert windowed["n_windows"] > 3 and windowed["multi_window_examples"] == 2
+    assert windowed["truncated_spans"] == 0

@@ -302,8 +302,17 @@ class NTEProxy:
 
     # ------------------------------------------------------------------ encoding
 
-    def _encode_windows(self, ex: TrainExample, max_length: int) -> list[nte.Window]:
-        """A training example's windows (one, holding today's encoding, when it fits)."""
+    def _encode_windows(self, ex: TrainExample, max_length: int, truncate: bool = False) -> list[nte.Window]:
+        """A training example's windows (one, holding today's encoding, when it fits).
+
+        ``truncate``: always one window, the example's first ``max_length`` tokens (the
+        :class:`TrainConfig` ``long_examples="truncate"`` of the metamodel's pre-training).
+        """
+        if truncate:
+            enc = (nte.encode_span(self.tokenizer, ex.text, ex.instruction, ex.spans, max_length)
+                   if ex.kind == "span" else
+                   nte.encode_label(self.tokenizer, ex.text, ex.instruction, ex.label, max_length))
+            return [nte.Window(0, enc.text_len_used, enc)]
         if ex.kind == "span":
             return nte.encode_span_windows(self.tokenizer, ex.text, ex.instruction, ex.spans,
                                            max_length, overlap=self.window_overlap)
@@ -349,7 +358,9 @@ class NTEProxy:
         example gives every window labelled No, a "yes" label example its FIRST window only,
         labelled Yes (a label annotation does not say where the evidence is; reasons in
         :func:`nte.encode_label_windows`). Windows of one example stay in the same train/dev
-        split (the split is over examples); label balancing counts windows.
+        split (the split is over examples); label balancing counts windows. With
+        ``config.long_examples == "truncate"`` a long example is its first window only, cut at
+        ``max_length`` tokens (the metamodel's pre-training).
 
         Returns:
             ``{"steps", "epochs" (run), "best_epoch" (0: the start weights were kept),
@@ -382,7 +393,8 @@ class NTEProxy:
         if dev_examples is None:
             examples, dev_examples = split_dev(examples, config.dev_fraction, config.min_dev, config.seed)
 
-        windowed = [self._encode_windows(ex, config.max_length) for ex in examples]
+        truncate = config.long_examples == "truncate"
+        windowed = [self._encode_windows(ex, config.max_length, truncate) for ex in examples]
         encoded = [w.enc for ws in windowed for w in ws]
         truncated = sum(nte.spans_outside_windows(ws, ex.spans) for ex, ws in zip(examples, windowed)
                         if ex.kind == "span")

@@ -5,6 +5,8 @@ Evidence for the recipes' values is in docs/proxy.md (issue 2 and 3 measurements
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pydantic
 
 
@@ -41,6 +43,11 @@ class TrainConfig(pydantic.BaseModel):
             the "yes" and the "no" examples weigh the same in total (weights normalised to mean 1
             over the label examples; span examples keep weight 1): a rare class is not drowned out
             (issue 10, the all-"No" collapse). Part of the checkpoint version like every field.
+        long_examples: what training does with an example whose prompt exceeds ``max_length``:
+            ``"windows"`` splits it into the overlapping windows inference reads
+            (:meth:`NTEProxy.train`), ``"truncate"`` keeps its first ``max_length`` tokens only
+            (every proxy and metamodel before windows existed; the metamodel's pre-training
+            keeps it, see :data:`~falconer_assets.metamodel.pretrain.PRETRAIN_TRAIN`).
     """
 
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
@@ -59,6 +66,7 @@ class TrainConfig(pydantic.BaseModel):
     patience: int | None = 3
     max_steps: int | None = None
     label_balance: bool = True
+    long_examples: Literal["windows", "truncate"] = "windows"
 
 
 FINE_TUNE_RECIPE = TrainConfig()
