@@ -33,20 +33,45 @@ def _instance(data_dir: Path):
     return dg.DagsterInstance.get()
 
 
-def report(data_dir: Path, out=sys.stdout) -> None:
+def _lock_wait_default() -> float:
+    """``$FALCONER_LOCK_WAIT_S`` or :data:`~falconer_assets.warehouse.connect.DEFAULT_LOCK_WAIT_S` (seconds)."""
+    from falconer_assets.warehouse.connect import DEFAULT_LOCK_WAIT_S
+
+    return float(os.environ.get("FALCONER_LOCK_WAIT_S") or DEFAULT_LOCK_WAIT_S)
+
+
+def check_unlocked(data_dir: Path, lock_wait_s: float) -> None:
+    """Open and close the warehouse and the LLM cache of ``data_dir`` (those that exist) for writing, waiting
+    up to ``lock_wait_s`` seconds for another process (``dagster dev``, another ``falconer run``) holding one.
+
+    Raises:
+        DatabaseLockedError: a file is still held after the wait (the message names it and the holder).
+    """
+    from falconer_assets.warehouse.connect import connect
+
+    for db in (data_dir / "falconer.duckdb", data_dir / "llm_cache.duckdb"):
+        if db.exists():
+            connect(db, wait_s=lock_wait_s).close()
+
+
+def report(data_dir: Path, out=sys.stdout, lock_wait_s: float | None = None) -> None:
     """Print rows mined per task, rejects, the eval metrics and the speed table from the warehouse.
+
+    Args:
+        lock_wait_s: seconds to wait while another process holds the warehouse (default
+            ``$FALCONER_LOCK_WAIT_S`` or 60).
 
     Raises:
         FileNotFoundError: if ``<data_dir>/falconer.duckdb`` does not exist yet.
+        DatabaseLockedError: another process held the warehouse for ``lock_wait_s`` seconds.
     """
-    import duckdb
-
+    from falconer_assets.warehouse.connect import connect
     from falconer_assets.warehouse.store import report as report_tables
 
     db = data_dir / "falconer.duckdb"
     if not db.exists():
         raise FileNotFoundError(f"{db} does not exist: run `falconer run` first")
-    con = duckdb.connect(str(db), read_only=True)
+    con = connect(db, read_only=True, wait_s=_lock_wait_default() if lock_wait_s is None else lock_wait_s)
     print(f"\nResults in {db.resolve()} (tables: mined, mining_rejects, annotations, eval_metrics, throughput, plans; "
           f"the mined rows are Parquet files in {db.resolve().with_name(db.stem + '.parts')})", file=out)
     print(file=out)
@@ -73,16 +98,22 @@ def ensure_proxy_base() -> None:
         build_metamodel(log=lambda m: print(m, flush=True))
 
 
-def run(data_dir: Path, force: list[str] | None = None) -> bool:
+def run(data_dir: Path, force: list[str] | None = None, lock_wait_s: float | None = None) -> bool:
     """Bring every task up to date (see module docstring); returns ``True`` when every run succeeded.
 
     Args:
         force: task names whose chain (plan, annotations, proxy_checkpoint, eval, and mining of
-            every file) is re-materialized even if fresh; caches still apply (LLM calls,
+            every file, then its report) is re-materialized even if fresh; caches still apply (LLM calls,
             sub-task annotations, an unchanged proxy checkpoint).
+        lock_wait_s: seconds to wait, before anything runs, while another process holds the warehouse or
+            the LLM cache (default ``$FALCONER_LOCK_WAIT_S`` or 60).
+
+    Raises:
+        DatabaseLockedError: another process held the warehouse or the LLM cache for ``lock_wait_s`` seconds.
     """
+    check_unlocked(data_dir, _lock_wait_default() if lock_wait_s is None else lock_wait_s)
     os.environ["FALCONER_DATA_DIR"] = str(data_dir)
-    from falconer_assets.assets.keys import MINED, TASK_CHAIN
+    from falconer_assets.assets.keys import MINED, REPORT, TASK_CHAIN
     from falconer_assets.definitions import build_definitions
     from falconer_assets.orchestrate import bring_up_to_date, execute
     from falconer_assets.partitions import CORPUS_FILES, task_file_key
@@ -96,6 +127,7 @@ def run(data_dir: Path, force: list[str] | None = None) -> bool:
         runs.append(execute(defs, instance, sorted(TASK_CHAIN, key=lambda k: k.to_user_string()), name, "force"))
         for f in instance.get_dynamic_partitions(CORPUS_FILES.name):
             runs.append(execute(defs, instance, [MINED], str(task_file_key(name, f)), "force"))
+        runs.append(execute(defs, instance, [REPORT], name, "force"))
     ok = all(r.success for r in runs)
     print(f"\n{len(runs)} run(s), {'all succeeded' if ok else 'SOME FAILED'}, in {time.perf_counter() - t0:.0f} s "
           f"(Dagster instance: {os.environ['DAGSTER_HOME']})")
@@ -106,15 +138,24 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``falconer`` console script; returns the process exit code."""
     parser = argparse.ArgumentParser(prog="falconer", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("FALCONER_DATA_DIR", "data")))
+    parser.add_argument("--lock-wait", type=float, default=None, metavar="SECONDS",
+                        help="wait this long for another process holding the warehouse "
+                             "(default $FALCONER_LOCK_WAIT_S or 60)")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_run = sub.add_parser("run", help="run whatever is missing or stale, then print the report")
     p_run.add_argument("--force", action="append", metavar="TASK", help="re-materialize this task's chain too")
     sub.add_parser("report", help="print the results already in the warehouse")
     args = parser.parse_args(argv)
+    from falconer_assets.warehouse.connect import DatabaseLockedError
+
     ok = True
-    if args.cmd == "run":
-        ok = run(args.data_dir, args.force)
-    report(args.data_dir)
+    try:
+        if args.cmd == "run":
+            ok = run(args.data_dir, args.force, lock_wait_s=args.lock_wait)
+        report(args.data_dir, lock_wait_s=args.lock_wait)
+    except DatabaseLockedError as exc:  # a clear message, no traceback
+        print(f"falconer: error: {exc}", file=sys.stderr)
+        return 2
     return 0 if ok else 1
 
 

@@ -30,11 +30,11 @@ import os
 from pathlib import Path
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
 from falconer_assets.assets.annotations import annotations
 from falconer_assets.assets.corpus_sample import corpus_sample_asset
 from falconer_assets.assets.eval import eval_asset
+from falconer_assets.assets.report import report
 from falconer_assets.assets.keys import MINED, TASK_CHAIN, corpus_sample_key
 from falconer_assets.assets.mined import mined
 from falconer_assets.assets.plan import plan
@@ -44,6 +44,7 @@ from falconer_assets.inputs.corpus import corpus_names
 from falconer_assets.partitions import TASKS
 from falconer_assets.resources.llm import LLMResource
 from falconer_assets.resources.proxy import ProxyResource
+from falconer_assets.resources.warehouse import WarehouseResource
 from falconer_assets.resources.workspace import Workspace
 from falconer_assets.sensors import MINE_JOB, build_sensors
 
@@ -105,7 +106,7 @@ def build_definitions(
         if not llm.base_url and llm.cache_path == "data/llm_cache.duckdb":
             llm = llm.model_copy(update={"cache_path": str(data_dir / "llm_cache.duckdb")})
     return dg.Definitions(
-        assets=[task_spec, corpus_files, *samples, plan, annotations_def, proxy_checkpoint, mined, eval_asset],
+        assets=[task_spec, corpus_files, *samples, plan, annotations_def, proxy_checkpoint, mined, eval_asset, report],
         jobs=[chain_job, mine_job],
         sensors=sensors,
         schedules=schedules,
@@ -113,7 +114,7 @@ def build_definitions(
             "workspace": Workspace(data_dir=str(data_dir)),
             "llm": llm,
             "proxy": proxy,
-            "warehouse": DuckDBResource(database=str(data_dir / "falconer.duckdb")),
+            "warehouse": WarehouseResource(database=str(data_dir / "falconer.duckdb")),
         },
         executor=dg.in_process_executor,
     )

@@ -3,6 +3,10 @@
 Paper section 3.2/3.6: the plan is executed over the whole corpus with the proxy implementing
 ``get_label``/``get_span``. Every input document ends up either processed (with zero or more
 rows) or rejected with a reason; the counts always add up (see :class:`MiningStats`).
+
+Each batch runs in the limited plan worker (:mod:`falconer_assets.plan.worker`; the primitives run
+here, in this process): a plan that exhausts its memory, CPU or wall-clock limit or crashes its
+process fails that batch like any plan error, and costs the documents it fails on, never the run.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from falconer_assets.inputs.corpus import Document
+from falconer_assets.plan.limits import DEFAULT_LIMITS, PlanLimits
 from falconer_assets.plan.sandbox import PlanRuntimeError, ValidatedPlan, run_plan
+from falconer_assets.plan.worker import run_plan_isolated
 from falconer_assets.spans import Span
 from falconer_assets.warehouse.rows import MinedRow, RejectRow
 
@@ -82,16 +88,27 @@ def mine_batch(
     get_span: Callable[[list[str], str], list[list[Span]]],
     log: Callable[[str], None] = lambda _msg: None,
     executor_of: Callable[[str], str] = lambda _text: "proxy",
+    limits: PlanLimits = DEFAULT_LIMITS,
+    in_process: bool = False,
 ) -> BatchResult:
-    """Run ``plan`` once over ``batch`` (one :func:`~falconer_assets.plan.sandbox.run_plan` call).
+    """Run ``plan`` once over ``batch`` in the limited plan worker (one
+    :func:`~falconer_assets.plan.worker.run_plan_isolated` call; ``in_process=True``: one
+    :func:`~falconer_assets.plan.sandbox.run_plan` call here, without the OS limits, for tests and
+    benchmarks).
 
-    If the batch raises :class:`PlanRuntimeError` it is retried one document at a time (``log`` says
-    so); a document that still fails becomes a :class:`RejectRow` (``line_no`` ``None``, reason
-    ``"plan error: ..."``). ``executor_of(text)`` marks each document's rows; it is asked after the
-    batch ran. This is the per-batch step of :func:`mine_documents` and of the Ray actors of
-    :mod:`falconer_assets.mining_ray`.
+    If the batch raises :class:`PlanRuntimeError` (a plan error, a cap or limit of ``limits``
+    exceeded, the worker killed or crashed) it is retried one document at a time (``log`` says so);
+    a document that still fails becomes a :class:`RejectRow` (``line_no`` ``None``, reason
+    ``"plan error: ..."``, e.g. ``"plan error: plan process died with SIGSEGV"``).
+    ``executor_of(text)`` marks each document's rows; it is asked after the batch ran. This is the
+    per-batch step of :func:`mine_documents` and of the Ray actors of :mod:`falconer_assets.mining_ray`.
+
+    Raises:
+        PlanValidationError: ``plan.source`` does not validate.
+        falconer_assets.plan.worker.PlanWorkerError: the worker process cannot be started.
     """
     out = BatchResult()
+    run = run_plan if in_process else run_plan_isolated
 
     def keep(doc: Document, result: dict | None) -> None:
         out.rows.extend(result_rows(doc.id, result, executor_of(doc.text)))
@@ -100,12 +117,12 @@ def mine_batch(
 
     texts = [d.text for d in batch]
     try:
-        results = run_plan(plan, texts, get_label, get_span)
+        results = run(plan, texts, get_label, get_span, limits)
     except PlanRuntimeError as exc:
         log(f"plan failed on a batch of {len(batch)} ({exc}); retrying one document at a time")
         for doc in batch:
             try:
-                keep(doc, run_plan(plan, [doc.text], get_label, get_span)[0])
+                keep(doc, run(plan, [doc.text], get_label, get_span, limits)[0])
             except PlanRuntimeError as doc_exc:
                 out.rejects.append(RejectRow(doc.id, None, f"plan error: {doc_exc}"))
     else:
@@ -136,12 +153,16 @@ def mine_documents(
     batch_size: int = 256,
     log: Callable[[str], None] = lambda _msg: None,
     executor_of: Callable[[str], str] = lambda _text: "proxy",
+    limits: PlanLimits = DEFAULT_LIMITS,
+    in_process: bool = False,
 ) -> tuple[list[MinedRow], list[RejectRow], MiningStats]:
-    """Execute ``plan`` over ``docs`` in batches of ``batch_size`` documents, in this process.
+    """Execute ``plan`` over ``docs`` in batches of ``batch_size`` documents, from this process.
 
-    Each batch is one :func:`mine_batch`: a batch whose plan run raises :class:`PlanRuntimeError`
-    is retried one document at a time; a document that still fails is rejected with the error
-    text, so one bad record never sinks the corpus.
+    Each batch is one :func:`mine_batch` (in the limited plan worker under ``limits``; the primitives
+    run in this process; ``in_process=True`` runs the plan here too): a batch whose plan run raises
+    :class:`PlanRuntimeError` is retried one document at a time; a document that still fails is
+    rejected with the error text, so one bad record (or a plan that crashes on it) never sinks the
+    corpus.
 
     ``executor_of(text)`` names who answered a document (asked after its batch ran; the cascade's
     ``"llm"`` for documents it routed, see :mod:`falconer_assets.cascade`); it marks the rows.
@@ -151,6 +172,7 @@ def mine_documents(
 
     Raises:
         ValueError: if ``batch_size < 1``.
+        PlanValidationError, PlanWorkerError: as :func:`mine_batch`.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -159,7 +181,8 @@ def mine_documents(
     rejects: list[RejectRow] = []
     t0 = time.perf_counter()
     for batch in batches(docs, batch_size):
-        add_batch(stats, rows, rejects, mine_batch(plan, batch, get_label, get_span, log, executor_of))
+        add_batch(stats, rows, rejects,
+                  mine_batch(plan, batch, get_label, get_span, log, executor_of, limits, in_process))
         done = stats.docs_processed + stats.docs_rejected
         elapsed = time.perf_counter() - t0
         log(f"mined {done}/{len(docs)} docs, {len(rows)} rows, {done / max(elapsed, 1e-9):.1f} docs/s")

@@ -44,6 +44,7 @@ from typing import Literal
 
 from falconer_assets.inputs.corpus import Document
 from falconer_assets.mining import MiningStats, add_batch, batches, mine_batch
+from falconer_assets.plan.limits import DEFAULT_LIMITS, PlanLimits
 from falconer_assets.plan.sandbox import ValidatedPlan
 from falconer_assets.proxy.health import count_yes
 from falconer_assets.warehouse.rows import MinedRow, RejectRow
@@ -207,7 +208,7 @@ class _MineActor:
     """
 
     def __init__(self, plan: ValidatedPlan, checkpoint, device: str, inference_batch_size: int,
-                 torch_threads: int, precision: str = "fp32") -> None:
+                 torch_threads: int, precision: str = "fp32", limits: PlanLimits = DEFAULT_LIMITS) -> None:
         import torch
 
         from falconer_assets.proxy.model import NTEProxy
@@ -228,6 +229,7 @@ class _MineActor:
             self.model = NTEProxy.load(checkpoint, device=device, precision=precision)
         self.plan = plan
         self.bs = inference_batch_size
+        self.limits = limits
 
     def __call__(self, batch):
         import pyarrow as pa
@@ -240,7 +242,7 @@ class _MineActor:
             self.model.window_stats.reset()
             get_label = count_yes(lambda texts, q: self.model.get_label(texts, q, batch_size=self.bs), counts)
             get_span = lambda texts, q: self.model.get_span(texts, q, batch_size=self.bs)  # noqa: E731
-            result = mine_batch(self.plan, docs, get_label, get_span, log=messages.append)
+            result = mine_batch(self.plan, docs, get_label, get_span, log=messages.append, limits=self.limits)
             multi = [k for k, d in enumerate(docs) if self.model.window_stats.is_multi_window(d.text)]
             indexes.append(item["index"])
             payloads.append(pickle.dumps((result, counts, multi, messages), protocol=pickle.HIGHEST_PROTOCOL))
@@ -259,6 +261,7 @@ def mine_documents_ray(
     cpus_per_actor: float = 1.0,
     ship_checkpoint: bool | None = None,
     precision: str = "fp32",
+    limits: PlanLimits = DEFAULT_LIMITS,
     log: Callable[[str], None] = lambda _msg: None,
 ) -> RayMiningResult:
     """Execute ``plan`` over ``docs`` on Ray: the documents of :func:`mine_documents`, the same rows.
@@ -292,6 +295,7 @@ def mine_documents_ray(
             ``RAY_ADDRESS`` is set (a cluster), use the path on a local Ray.
         precision: the actors' inference precision (``NTEProxy.load(..., precision=...)``: ``fp32``,
             ``bf16``, ``int8`` or ``auto``, resolved on each actor's own hardware).
+        limits: the plan's :class:`~falconer_assets.plan.limits.PlanLimits` on each actor (its plan worker).
         log: progress lines (``mined i/N docs ...``) and the batches' retry messages.
 
     Returns:
@@ -348,7 +352,7 @@ def mine_documents_ray(
             fn_constructor_kwargs=dict(plan=plan, checkpoint=source, device="cuda" if use_gpu else "cpu",
                                        inference_batch_size=inference_batch_size,
                                        torch_threads=0 if use_gpu else max(1, int(cpus_per_actor)),
-                                       precision=precision),
+                                       precision=precision, limits=limits),
             num_cpus=1 if use_gpu else cpus_per_actor,
             num_gpus=1 if use_gpu else 0,
             **({} if on_cluster else _no_actor_restarts()),

@@ -8,6 +8,8 @@ a second ``falconer run`` with nothing edited executes nothing).
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -42,13 +44,77 @@ def _group(result, keys) -> list[tuple[str | None, list[dg.AssetKey]]]:
     return sorted(by_partition.items(), key=lambda kv: (kv[0] is not None, kv[0] or ""))
 
 
+RUN_PROCESS_TAG = "falconer/process"
+"""Tag of every run :func:`execute` starts: ``<host>:<pid>:<process start time>`` of the process running
+it in-process, so a later ``falconer run`` can tell a run whose process died (:func:`fail_dead_runs`)."""
+
+
+def _start_time(pid: int) -> str | None:
+    """The start time of process ``pid`` in clock ticks since boot (``/proc/<pid>/stat`` field 22), which
+    tells a reused pid from the original process; None when it does not exist (or no ``/proc``)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2:].split()[19]
+
+
+def _alive(pid: int, start_time: str) -> bool:
+    """Whether the process ``pid`` that started at ``start_time`` (``"?"``: unknown, no ``/proc``) still runs."""
+    if start_time != "?":
+        return _start_time(pid) == start_time
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def process_tag(pid: int | None = None) -> str:
+    """:data:`RUN_PROCESS_TAG`'s value for process ``pid`` (default: this process)."""
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or '?'}"
+
+
+def fail_dead_runs(instance: dg.DagsterInstance, log: Callable[[str], None] = print) -> list[str]:
+    """Mark failed the runs still "in progress" whose process on this host is gone; returns their ids.
+
+    A ``falconer run`` killed with ``kill -9`` (or a power cut) leaves its Dagster run STARTED for ever,
+    and the automation's "not in progress" condition then never re-requests its partitions. This is
+    what Dagster's run monitoring daemon does for a dead run worker; ``falconer run`` has no daemon, so
+    it does it at start-up for the runs it tagged (:data:`RUN_PROCESS_TAG`): same host, and the pid is
+    gone or now belongs to another process (start time differs). The failure event says why, so the
+    run stays in the history. ``report_run_failed`` is not part of Dagster's public API; this function
+    is the one place that calls it (docs/architecture.md, "Public Dagster APIs only").
+    """
+    host = socket.gethostname()
+    in_progress = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+    failed = []
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=in_progress)):
+        tag = run.tags.get(RUN_PROCESS_TAG, "")
+        parts = tag.rsplit(":", 2)
+        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+            continue
+        if _alive(int(parts[1]), parts[2]):
+            continue
+        instance.report_run_failed(run, message=f"the process that ran it ({tag}) is gone (killed or the machine "
+                                                f"stopped); marked failed by falconer run so its partitions re-run")
+        failed.append(run.run_id)
+        log(f"run {run.run_id[:8]} was left in progress by a process that is gone: marked failed")
+    return failed
+
+
 def execute(defs: dg.Definitions, instance: dg.DagsterInstance, keys: list[dg.AssetKey], partition: str | None,
             trigger: str) -> RunSummary:
-    """Materialize ``keys`` (one partition, or unpartitioned) in-process on ``instance``."""
+    """Materialize ``keys`` (one partition, or unpartitioned) in-process on ``instance``; the run is tagged
+    with its trigger and :data:`RUN_PROCESS_TAG`."""
     assets = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition) and a.is_executable]
     t0 = time.perf_counter()
     result = dg.materialize(assets, selection=keys, partition_key=partition, instance=instance,
-                            resources=defs.resources, raise_on_error=False, tags={"falconer/trigger": trigger})
+                            resources=defs.resources, raise_on_error=False,
+                            tags={"falconer/trigger": trigger, RUN_PROCESS_TAG: process_tag()})
     return RunSummary(result.run_id, [k.to_user_string() for k in keys], partition, result.success,
                       time.perf_counter() - t0, trigger)
 
@@ -81,6 +147,7 @@ def bring_up_to_date(defs: dg.Definitions, instance: dg.DagsterInstance, data_di
         The runs executed, in order. A failed run is reported and not retried in this call.
     """
     runs: list[RunSummary] = []
+    fail_dead_runs(instance, log)  # a killed earlier run must not block its partitions for ever
     folder = sync.load_valid_tasks(data_dir)  # read once for the whole sync
     task_sync = sync.sync_tasks(data_dir, instance, folder)
     sync.apply(instance, task_sync)

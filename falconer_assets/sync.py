@@ -64,11 +64,13 @@ class TaskFolder:
 
 
 def load_valid_tasks(data_dir: Path) -> TaskFolder:
-    """Read every ``<data_dir>/tasks/*.yaml`` (see :class:`TaskFolder`)."""
+    """Read every ``<data_dir>/tasks/*.yaml`` with :func:`~falconer_assets.inputs.tasks.load_task` under
+    ``data_dir`` (so a task over a corpus that has no file yet is an error until it has one; see
+    :class:`TaskFolder`)."""
     tasks, errors = {}, {}
     for path in sorted((Path(data_dir) / "tasks").glob("*.yaml")):
         try:
-            tasks[path.stem] = load_task(path)
+            tasks[path.stem] = load_task(path, data_dir)
         except TaskError as exc:
             errors[str(path)] = str(exc)
     return TaskFolder(tasks, errors)

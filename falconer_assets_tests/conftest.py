@@ -157,3 +157,61 @@ def latest_metadata(instance, key, partition) -> dict:
         dg.AssetRecordsFilter(asset_key=key, asset_partitions=[str(partition)]), limit=1).records
     assert records, f"{key.to_user_string()}[{partition}] was never materialized"
     return records[0].asset_materialization.metadata
+
+
+# ---- headless Chromium (Debian's /usr/bin/chromium driven by Playwright; tests marked `ui`) ------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-default-apps",
+    "--disable-dev-shm-usage",
+    "--disable-extensions",
+    "--disable-sync",
+    "--metrics-recording-only",
+    "--no-first-run",
+]
+
+
+def require_browser() -> None:
+    """Skip the calling test when Playwright or Chromium is missing; fail instead under CI (``CI`` set),
+    where ``.ci/run`` installs both."""
+    try:
+        import playwright.sync_api  # noqa: F401
+        reason = None if os.access(CHROMIUM, os.X_OK) else f"{CHROMIUM} is missing (apt-get install chromium)"
+    except ImportError:
+        reason = "Python package 'playwright' is not installed (pip install playwright)"
+    if reason and os.environ.get("CI"):
+        pytest.fail(f"browser test cannot run under CI: {reason}")
+    if reason:
+        pytest.skip(reason)
+
+
+def open_in_chromium(url: str, screenshot: Path | None = None, viewport: dict | None = None):
+    """Load ``url`` in headless Chromium and return what the page shows, for assertions.
+
+    Returns ``{"marks": [[text, field, title], ...], "text": body text, "images": [[alt, naturalWidth]],
+    "pwned": window.pwned}``; with ``screenshot``, a full-page PNG is written there.
+    """
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport=viewport or {"width": 1300, "height": 900})
+            page.goto(url)
+            if screenshot is not None:
+                page.screenshot(path=str(screenshot), full_page=True)
+            return {
+                "marks": page.eval_on_selector_all(
+                    "mark", "ms => ms.map(m => [m.textContent, m.dataset.field, m.title, "
+                            "m.closest('.doc').dataset.docId])"),
+                "text": page.inner_text("body"),
+                "images": page.eval_on_selector_all("img", "is => is.map(i => [i.alt, i.naturalWidth])"),
+                "pwned": page.evaluate("window.pwned === undefined ? null : window.pwned"),
+            }
+        finally:
+            browser.close()
+

@@ -9,6 +9,7 @@ The LLM is scripted (see conftest); the proxy is the real offline MiniLM, fine-t
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -25,7 +26,9 @@ from falconer_assets_tests.conftest import (
     check_evaluations,
     latest_metadata,
     make_small_data_dir,
+    open_in_chromium,
     register_partitions,
+    require_browser,
 )
 
 TASK = "debian_game_genres"
@@ -76,7 +79,7 @@ def test_whole_graph_materializes(materialized, tmp_path):
     done = [(k, r.partition) for r in runs for k in r.asset_keys]
     assert sorted(done, key=str) == sorted([
         ("debian_packages/corpus_sample", None), ("plan", TASK), ("annotations", TASK),
-        ("proxy_checkpoint", TASK), ("eval", TASK), ("mined", MINED_PARTITION)], key=str)
+        ("proxy_checkpoint", TASK), ("eval", TASK), ("mined", MINED_PARTITION), ("report", TASK)], key=str)
 
     # lineage: the stages exist with the expected upstreams and partitions
     graph = defs.resolve_asset_graph()
@@ -160,6 +163,26 @@ def test_whole_graph_materializes(materialized, tmp_path):
 
     # nothing edited: bringing it up to date again executes nothing
     assert _up_to_date(defs, instance, small_data_dir, tmp_path) == []
+
+
+@pytest.mark.ui
+def test_report_page_shows_every_mined_span_in_place(materialized, tmp_path):
+    """The `report` asset of the whole graph, opened in Debian's Chromium: each highlighted span is
+    exactly a mined row of its document, the eval table and the training curve are there."""
+    require_browser()
+    small_data_dir, defs, instance, runs = materialized
+    meta = latest_metadata(instance, dg.AssetKey("report"), TASK)
+    page = Path(meta["path"].value)
+    assert page == small_data_dir / "reports" / f"{TASK}.html" and meta["url"].value == page.resolve().as_uri()
+    shown = open_in_chromium(page.as_uri(), screenshot=tmp_path / "report.png")
+    with duckdb.connect(str(small_data_dir / "falconer.duckdb"), read_only=True) as con:
+        rows = con.execute('SELECT doc_id, value, field FROM mined WHERE task = ? AND "start" IS NOT NULL',
+                           [TASK]).fetchall()
+    assert meta["documents_shown"].value == len({d for d, *_ in rows})  # under 40 docs: all of them shown
+    assert shown["marks"] and sorted((d, t, f) for t, f, _, d in shown["marks"]) == sorted(rows)
+    assert all(title.startswith("genre · score ") for _, _, title, _ in shown["marks"])
+    assert "Is this package a game?" in shown["text"] and "n docs" in shown["text"]
+    assert [alt for alt, width in shown["images"] if width > 0] == ["training curve per epoch"]
 
 
 def test_rematerializing_mined_replaces_rows(materialized):

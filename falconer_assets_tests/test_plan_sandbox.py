@@ -353,3 +353,101 @@ def test_run_plan_revalidates_hand_built_plans():
                          func_name="plan", calls=(), ast_hash="x")
     with pytest.raises(PlanValidationError, match="Import"):
         run_plan(evil, ["a"], fake_label, fake_span)
+
+
+# --- scopes, nesting, huge numbers, bounded messages (issue 12) -------------------------------
+
+def test_comprehension_targets_are_visible_only_inside_their_comprehension():
+    ok = wrap('''
+        words = [[w for w in t.split() if w] for t in texts]
+        pairs = {(a, b) for a in texts for b in a.split()}
+        d = {k: v for k, v in zip(texts, range(len(texts))) if k and v >= 0}
+        g = sorted(texts, key=len)
+        for i in range(len(texts)):
+            last = i
+        after = last
+    ''')
+    validate_plan(ok)
+    for body, name in [("x = [t for t in texts]\ny = t", "t"),
+                       ("x = [plan for plan in texts]\ny = sorted(texts, key=plan)", "plan"),
+                       ("x = {k: 1 for k in texts}\ny = k", "k"),
+                       ("x = [a for a in a]", "a")]:  # the first iterable is read in the enclosing scope
+        with pytest.raises(PlanValidationError, match=f"name '{name}' is not defined"):
+            validate_plan(wrap(body))
+
+
+def test_plan_cannot_reach_itself_at_run_time():
+    # even a plan that slipped past the validator would find no global of its own name
+    from falconer_assets.plan.sandbox import load_plan_function
+    func, _ = load_plan_function(validate_plan(EXAMPLE))
+    assert "plan" not in func.__globals__
+
+
+@pytest.mark.parametrize("body, needle", [
+    ("t = 1\nx = " + " + ".join(["t"] * 250), "line 4: plan is nested 254 levels deep, over the limit of 64"),
+    ("x = " + "not " * 1000 + "texts", "plan is nested 1005 levels deep"),
+    ("x = " + "[" * 199 + "]" * 199, "plan is nested 203 levels deep"),
+    ("x = " + "1 if texts else " * 600 + "2", "plan is nested 605 levels deep"),
+    ("x = 0x" + "f" * 6700, "line 3: integer constant of 26800 bits is too large (at most 64 bits)"),
+])
+def test_deep_or_huge_plans_are_validation_errors_not_crashes(body, needle):
+    with pytest.raises(PlanValidationError) as info:
+        validate_plan(wrap(body))
+    assert needle in str(info.value)
+
+
+def test_unexpected_validator_failures_are_wrapped(monkeypatch):
+    import falconer_assets.plan.sandbox as sandbox
+
+    def explode(source):
+        raise RecursionError("deep")
+
+    monkeypatch.setattr(sandbox, "_validate", explode)
+    with pytest.raises(PlanValidationError, match="nested too deeply"):
+        sandbox.validate_plan("def plan(texts):\n    return get_label(texts, 'other?')\n")
+
+
+def test_bounded_repr_and_str_never_raise_and_stay_short():
+    from falconer_assets.plan.sandbox import bounded_repr, bounded_str
+    huge = 10 ** 8000
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    assert bounded_repr(huge) == f"<int of {huge.bit_length()} bits>"
+    assert len(bounded_repr("x" * 10**6)) == 200 and "..." in bounded_repr("x" * 10**6)
+    assert bounded_repr(deep) == "[[[[...]]]]"
+    assert bounded_str(KeyError(huge)) == "<unprintable KeyError>"
+    assert len(bounded_str(KeyError("y" * 10**6))) == 400
+
+
+def test_in_process_results_are_checked_against_their_own_documents():
+    swap = "def plan(texts):\n    s = get_span(texts, 'What is the genre of the game?')\n    return [{'genre': s[1]}, {'genre': s[0]}]\n"
+    texts = ["a game, genre: puzzle here", "another game genre: racing"]
+    with pytest.raises(PlanRuntimeError, match=r"result item 0 field 'genre' span 0 'racing' at \[20, 26\) does not match"):
+        run_plan(validate_plan(swap), texts, fake_label, fake_span)
+    for key in ("", "x; DROP TABLE mined", "genre\n", "Genre", "g" * 65):
+        src = f"def plan(texts):\n    x = get_label(texts, 'Is it?')\n    return [{{{key!r}: True}}]\n"
+        with pytest.raises(PlanRuntimeError, match="which does not match"):
+            run_plan(validate_plan(src), ["a"], lambda ts, q: [True] * len(ts), fake_span)
+
+
+def test_in_process_caps_on_primitives_spans_and_fields():
+    from falconer_assets.plan.limits import PlanLimits
+    from falconer_assets.plan.sandbox import PlanLimitError
+    small = PlanLimits(max_primitive_calls=3, max_primitive_input=2, max_spans_per_doc=2, max_fields_per_doc=1)
+    label = lambda ts, q: [True] * len(ts)  # noqa: E731
+    calls = wrap("for i in range(4):\n    x = get_label([], 'Is it?')")
+    with pytest.raises(PlanLimitError, match="limit of 3 primitive calls") as info:
+        run_plan(validate_plan(calls), ["a"], label, fake_span, small)
+    assert info.value.limit == "primitive_calls"
+    with pytest.raises(PlanLimitError, match="over its limit of 2x the batch") as info:
+        run_plan(validate_plan(wrap("x = get_label(texts + texts, 'Is it?')")), ["a"], label, fake_span, small)
+    assert info.value.limit == "primitive_input"
+    spans = "def plan(texts):\n    s = get_span(texts, 'Who is the lecturer?')\n    return [{'a': s[0] * 3}]\n"
+    with pytest.raises(PlanLimitError, match="more than 2 spans") as info:
+        run_plan(validate_plan(spans), ["by Ada"], label, fake_span, small)
+    assert info.value.limit == "spans"
+    fields = "def plan(texts):\n    x = get_label(texts, 'Is it?')\n    return [{'a': True, 'b': False}]\n"
+    with pytest.raises(PlanLimitError, match="2 fields, over the limit of 1") as info:
+        run_plan(validate_plan(fields), ["a"], label, fake_span, small)
+    assert info.value.limit == "fields"

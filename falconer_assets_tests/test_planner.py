@@ -196,3 +196,27 @@ def test_dry_run_catches_yes_no_answers_used_as_indexes():
     n = sum(flags)
     return [{"is_game": f, "many": n > 1, "same": f == True} for f in flags]'''
     dry_run_plan(validate_plan(flags_plan), ["is_game", "many", "same"])
+
+
+def test_dry_run_uses_several_batch_sizes_and_the_worker():
+    from falconer_assets.plan.planner import DRY_RUN_SIZES
+    assert DRY_RUN_SIZES == (1, 3, 4)
+    sneaky = '''def plan(texts):
+    s = get_span(texts, "Who?")
+    if len(texts) == 4:
+        return [{"name": x} for x in s]
+    return [{"x; DROP TABLE mined": True}] * len(texts)'''
+    for in_process in (True, False):
+        with pytest.raises(PlanRuntimeError, match=r"does not match .* \(dry run on 1 text\)$"):
+            dry_run_plan(validate_plan(sneaky), ["name"], in_process=in_process)
+    crash = '''def plan(texts):
+    x = get_label(texts, "Is it?")
+    t = ()
+    for i in range(1000000):
+        t = (t,)
+    d = {t: 1}
+    return [None] * len(texts)'''
+    chat = ScriptedChat([f"```python\n{crash}\n```", VALID_REPLY])
+    plan, attempts = plan_with_retries(chat, INSTRUCTION, FIELDS)
+    assert attempts[0].error == "plan process died with SIGSEGV (dry run on 1 text)"
+    assert plan.source == EXAMPLE_PLAN

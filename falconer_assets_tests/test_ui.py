@@ -33,22 +33,10 @@ from pathlib import Path
 
 import pytest
 
-from falconer_assets_tests.conftest import GAME_PLAN, REPO, make_small_data_dir
+from falconer_assets_tests.conftest import CHROMIUM, CHROMIUM_ARGS, GAME_PLAN, REPO, make_small_data_dir, require_browser
 
 pytestmark = pytest.mark.ui
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-default-apps",
-    "--disable-dev-shm-usage",
-    "--disable-extensions",
-    "--disable-sync",
-    "--metrics-recording-only",
-    "--no-first-run",
-]
 TASK = "debian_game_genres"
 VIEWPORT = {"width": 1400, "height": 900}
 MS = 1000  # Playwright timeouts are in milliseconds; the machine is slow and shared, so they are generous
@@ -59,21 +47,9 @@ except ImportError:  # pragma: no cover - depends on the machine
     sync_playwright = None
 
 
-def _missing() -> str | None:
-    if sync_playwright is None:
-        return "Python package 'playwright' is not installed (pip install playwright)"
-    if not os.access(CHROMIUM, os.X_OK):
-        return f"{CHROMIUM} is missing (apt-get install chromium)"
-    return None
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _browser_available():
-    reason = _missing()
-    if reason and os.environ.get("CI"):
-        pytest.fail(f"UI test cannot run under CI: {reason}")
-    if reason:
-        pytest.skip(reason)
+    require_browser()
 
 
 def _free_port() -> int:

@@ -3,6 +3,7 @@
 import time
 
 import dagster as dg
+import openai
 from dagster_duckdb import DuckDBResource
 
 from falconer_assets.assets.keys import ANNOTATIONS, PLAN
@@ -10,6 +11,7 @@ from falconer_assets.assets.metadata import md_table
 from falconer_assets.automation import on_change
 from falconer_assets.generator.annotate import AnnotationResult, LabelHeuristic, annotate_sub_tasks
 from falconer_assets.generator.sampling import LABEL_REASONS
+from falconer_assets.llm.embedded import LlamaServerError
 from falconer_assets.partitions import TASKS
 from falconer_assets.proxy.model import NTEProxy
 from falconer_assets.resources.llm import LLMResource
@@ -62,6 +64,11 @@ def annotations(context: dg.AssetExecutionContext, config: AnnotationsConfig, wo
     answers not found in the text are dropped and counted. Sub-tasks are cached in
     `subtask_annotations`: a new plan that reuses three of four sub-tasks pays the LLM for the fourth
     only (a span sub-task's key includes the plan's label questions and the heuristic settings).
+    LLM faults are retried (HTTP 429/5xx, timeouts, answers that are not chat completions; a dead embedded
+    server is restarted) and counted in the metadata (`llm_retries`, `llm_rate_limited`, `llm_server_errors`,
+    `llm_no_response`, `llm_garbage_responses`, `llm_failures`, `llm_server_starts`; `garbage_answers`: label
+    replies neither yes nor no); a call that still fails fails the run with those counts, and a re-run pays
+    for no answer twice (LLM cache, sub-task cache).
     Writes the task's rows of `annotations`. Data version: the set of (kind, instruction, doc, split, label, spans), so an unchanged
     annotation set leaves `proxy_checkpoint` fresh. Blocking check `nonempty`.
     """
@@ -94,12 +101,21 @@ def annotations(context: dg.AssetExecutionContext, config: AnnotationsConfig, wo
     if not any(doc_id in corpus.by_id for doc_id, _ in sampled):
         raise dg.Failure(f"no sampled documents for corpus {task.corpus!r}: materialize "
                          f"{task.corpus}/corpus_sample first")
-    result = annotate_sub_tasks(
-        corpus=task.corpus, docs=corpus.by_id, sampled=sampled, sub_tasks=[(c.kind, c.instruction) for c in plan.calls],
-        heuristic=config, llm_identity=[llm.base_url, llm.model, llm.temperature, llm.max_tokens],
-        scorer_name=proxy.base_model or "metamodel", cached=cached, save=save, chat=llm.chat, chat_many=llm.chat_many,
-        load_scorer=lambda: _zero_shot_scorer(context, proxy), log=context.log.info,
-        cached_stratum=cached_stratum, save_stratum=save_stratum)
+    before = llm.stats.as_dict()
+    try:
+        result = annotate_sub_tasks(
+            corpus=task.corpus, docs=corpus.by_id, sampled=sampled,
+            sub_tasks=[(c.kind, c.instruction) for c in plan.calls], heuristic=config,
+            llm_identity=[llm.base_url, llm.model, llm.temperature, llm.max_tokens],
+            scorer_name=proxy.base_model or "metamodel", cached=cached, save=save, chat=llm.chat,
+            chat_many=llm.chat_many, load_scorer=lambda: _zero_shot_scorer(context, proxy), log=context.log.info,
+            cached_stratum=cached_stratum, save_stratum=save_stratum)
+    except (openai.OpenAIError, LlamaServerError) as exc:  # after every retry: a clear failure, faults counted
+        faults = _llm_faults(before, llm.stats.as_dict())
+        raise dg.Failure(
+            f"the LLM failed after {faults['llm_retries']} retries ({type(exc).__name__}: {str(exc)[:300]}). Every "
+            f"answer obtained so far is in the LLM cache ({llm.cache_path}) and every finished sub-task in the "
+            f"sub-task cache: a re-run pays for none of them again.", metadata=faults) from exc
     with warehouse.get_connection() as conn:
         n = write_annotations(conn, task.name, result.rows)
     if result.missing_ids:
@@ -109,9 +125,25 @@ def annotations(context: dg.AssetExecutionContext, config: AnnotationsConfig, wo
         context.log.info("label heuristic: no extra docs (the budget is 0)")
     version = annotation_set_version(result.rows)
     yield dg.MaterializeResult(asset_key=ANNOTATIONS, metadata={**_metadata(result, config), "annotations": n,
-                                                                "annotation_set_version": version},
+                                                                "annotation_set_version": version,
+                                                                **_llm_faults(before, llm.stats.as_dict())},
                                data_version=dg.DataVersion(version))
     yield dg.AssetCheckResult(check_name="nonempty", asset_key=ANNOTATIONS, passed=n > 0, metadata={"annotations": n})
+
+
+def _llm_faults(before: dict, after: dict) -> dict:
+    """The LLM faults of this run (``after - before`` of :class:`~falconer_assets.llm.client.LLMStats`), as metadata.
+
+    ``llm_retries``: HTTP attempts beyond the first of each call; ``llm_rate_limited``: HTTP 429 answers;
+    ``llm_server_errors``: HTTP 5xx answers; ``llm_no_response``: attempts with no HTTP answer (timed out, or
+    the connection was refused or cut); ``llm_garbage_responses``: HTTP 200 answers that were not chat
+    completions; ``llm_failures``: calls that failed after every retry; ``llm_server_starts``: embedded-server
+    starts (more than 1: it died and was restarted).
+    """
+    names = {"retries": "llm_retries", "rate_limited": "llm_rate_limited", "server_errors": "llm_server_errors",
+             "no_response": "llm_no_response", "garbage_responses": "llm_garbage_responses",
+             "failures": "llm_failures", "server_starts": "llm_server_starts"}
+    return {meta: int(after.get(field, 0)) - int(before.get(field, 0)) for field, meta in names.items()}
 
 
 def _zero_shot_scorer(context: dg.AssetExecutionContext, proxy: ProxyResource):
@@ -150,6 +182,7 @@ def _metadata(result: AnnotationResult, config: AnnotationsConfig) -> dict:
         "heldout_stratum": dg.MetadataValue.json(None if result.stratum is None else result.stratum.to_dict()),
         "extra_heldout_docs": 0 if result.stratum is None else len(result.stratum.extra),
         "dropped_answers": sum(s["dropped"] for s in summary),
+        "garbage_answers": sum(s["unparseable"] for s in summary),  # label replies neither yes nor no
         "llm_calls": result.llm_calls,
         "llm_cache_hits": result.llm_cache_hits,
         "llm_tokens": result.llm_tokens,

@@ -13,7 +13,8 @@ from falconer_assets.cascade.bands import heldout_quality
 from falconer_assets.llm.executor import LLMPrimitives
 from falconer_assets.metrics import SubtaskScore, score_label_subtask, score_span_subtask
 from falconer_assets.partitions import TASKS
-from falconer_assets.plan.sandbox import run_plan
+from falconer_assets.plan.worker import run_plan_isolated as run_plan  # the plan is untrusted: its limited worker
+from falconer_assets.proxy.checkpoint import checkpoint_problem
 from falconer_assets.proxy.model import NTEProxy
 from falconer_assets.resources.llm import LLMResource
 from falconer_assets.resources.proxy import ProxyResource
@@ -68,6 +69,10 @@ def eval_asset(context: dg.AssetExecutionContext, config: EvalConfig, workspace:
         by_subtask[r.sub_task].append(r)
     if not by_subtask:
         raise dg.Failure(f"task {task.name!r} has no held-out annotations to evaluate on")
+    problem = checkpoint_problem(proxy.checkpoint_path(task.name))
+    if problem is not None:  # never load a half-written or truncated checkpoint
+        raise dg.Failure(f"the proxy checkpoint of task {task.name!r} cannot be used: {problem}. Re-materialize "
+                         f"{task.name}/proxy_checkpoint (it retrains a damaged checkpoint).")
     model = NTEProxy.load(str(proxy.checkpoint_path(task.name)), device=proxy.resolved_device(),
                           precision=proxy.inference_precision)  # the precision mined runs at
     scores = [_score(model, kind, instruction, items, docs) for (kind, instruction), items in by_subtask.items()]

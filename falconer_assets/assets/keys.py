@@ -9,6 +9,7 @@ ANNOTATIONS = dg.AssetKey("annotations")
 PROXY_CHECKPOINT = dg.AssetKey("proxy_checkpoint")
 MINED = dg.AssetKey("mined")
 EVAL = dg.AssetKey("eval")
+REPORT = dg.AssetKey("report")
 
 TASK_CHAIN = (PLAN, ANNOTATIONS, PROXY_CHECKPOINT, EVAL)
 """The task-partitioned assets, in lineage order."""

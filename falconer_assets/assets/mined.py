@@ -1,5 +1,7 @@
 """Stage 4, mining: the ``mined`` asset, the plan over one corpus file with the proxy executing the primitives."""
 
+import dataclasses
+
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
@@ -13,8 +15,9 @@ from falconer_assets.inputs.corpus import read_corpus
 from falconer_assets.mining import mine_documents
 from falconer_assets.mining_ray import init_ray, mine_documents_ray, mining_executor
 from falconer_assets.partitions import TASK_FILE_PARTITIONS, split_file_key
+from falconer_assets.plan.limits import DEFAULT_LIMITS, PlanLimits
 from falconer_assets.proxy.health import annotator_yes_rates, count_yes, yes_rate_finding
-from falconer_assets.proxy.checkpoint import stored_version
+from falconer_assets.proxy.checkpoint import checkpoint_problem, stored_version
 from falconer_assets.proxy.model import NTEProxy
 from falconer_assets.resources.llm import LLMResource
 from falconer_assets.resources.proxy import ProxyResource
@@ -28,9 +31,19 @@ YES_RATE = "yes_rate"
 
 
 class MiningConfig(dg.Config):
-    """Documents per plan batch (each primitive call inside is further batched by the proxy)."""
+    """``batch_size``: documents per plan batch (each primitive call inside is further batched by the
+    proxy). ``plan_memory_mib``, ``plan_cpu_seconds``, ``plan_wall_seconds``: the OS limits of the worker
+    process the plan runs in, per batch (docs/security.md; defaults of ``plan.limits.PlanLimits``)."""
 
     batch_size: int = 512
+    plan_memory_mib: int = DEFAULT_LIMITS.memory_mib
+    plan_cpu_seconds: float = DEFAULT_LIMITS.cpu_seconds
+    plan_wall_seconds: float = DEFAULT_LIMITS.wall_seconds
+
+    def limits(self) -> PlanLimits:
+        """The plan limits of this config (``ValueError`` for a non-positive one)."""
+        return dataclasses.replace(DEFAULT_LIMITS, memory_mib=self.plan_memory_mib,
+                                   cpu_seconds=self.plan_cpu_seconds, wall_seconds=self.plan_wall_seconds)
 
 
 def _by(dimension: str, key: dg.AssetKey) -> dg.AssetDep:
@@ -76,7 +89,8 @@ def mined(context: dg.AssetExecutionContext, config: MiningConfig, workspace: Wo
     `ray (RAY_ADDRESS=..., N CPUs)`), and on Ray `ray_actors` and `ray_batches`.
 
     Fails before mining when the task's latest `proxy_checkpoint` failed its blocking `no_collapse`
-    check. Check `yes_rate` (a warning, not blocking): per label instruction applied to every
+    check, or when the checkpoint folder does not match its manifest (half-written or truncated). Check
+    `yes_rate` (a warning, not blocking): per label instruction applied to every
     document, the proxy's share of "yes" must lie in the 95% Wilson interval of the annotator's
     share on the random corpus sample (both splits); the counts are in its metadata.
     """
@@ -99,7 +113,7 @@ def mined(context: dg.AssetExecutionContext, config: MiningConfig, workspace: Wo
         plan = workspace.plan(conn, task.name)
         annotation_rows = read_annotations(conn, task.name)
         annotator = annotator_yes_rates(annotation_rows)
-    docs, corpus_rejects = read_corpus(path)
+    docs, corpus_rejects = read_corpus(path, max_line_bytes=workspace.max_line_bytes)
     checkpoint = proxy.checkpoint_path(task.name)
     bs = proxy.inference_batch_size
     cascade = None
@@ -107,7 +121,7 @@ def mined(context: dg.AssetExecutionContext, config: MiningConfig, workspace: Wo
         executor = init_ray()
         on_ray = mine_documents_ray(plan, docs, checkpoint, device=proxy.device, inference_batch_size=bs,
                                     batch_size=config.batch_size, precision=proxy.inference_precision,
-                                    log=context.log.info)
+                                    limits=config.limits(), log=context.log.info)
         rows, plan_rejects, stats, yes_counts = on_ray.rows, on_ray.rejects, on_ray.stats, on_ray.yes_counts
         multi_window_docs = on_ray.multi_window_docs
         executor_metadata = {"executor": executor, "ray_actors": on_ray.actors, "ray_batches": on_ray.batches,
@@ -128,7 +142,7 @@ def mined(context: dg.AssetExecutionContext, config: MiningConfig, workspace: Wo
         model.window_stats.reset()  # count this file's documents, not the cascade's calibration texts
         rows, plan_rejects, stats = mine_documents(
             plan, docs, count_yes(get_label, yes_counts), get_span,
-            batch_size=config.batch_size, log=context.log.info, executor_of=executor_of,
+            batch_size=config.batch_size, log=context.log.info, executor_of=executor_of, limits=config.limits(),
         )
         multi_window_docs = model.window_stats.multi_window_docs
         executor_metadata = {"executor": "in-process", "inference_precision": model.precision}
@@ -201,6 +215,15 @@ def _executor(context: dg.AssetExecutionContext, cascade: bool) -> str:
                             "mining in-process")
         return "in-process"
     return executor
+
+
+def _require_complete_checkpoint(checkpoint, task: str) -> None:
+    """Raise ``dg.Failure`` naming the reason when ``checkpoint`` does not match its manifest (missing, half-written,
+    truncated: :func:`~falconer_assets.proxy.checkpoint.checkpoint_problem`), so it is never loaded half."""
+    problem = checkpoint_problem(checkpoint)
+    if problem is not None:
+        raise dg.Failure(f"the proxy checkpoint of task {task!r} cannot be used: {problem}. Re-materialize "
+                         f"{task}/proxy_checkpoint (it retrains a damaged checkpoint).")
 
 
 def _require_healthy_proxy(context: dg.AssetExecutionContext, task: str) -> None:

@@ -1,5 +1,6 @@
 """Stage 3, proxy (paper 3.3/3.6): the ``proxy_checkpoint`` asset."""
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -10,7 +11,13 @@ from falconer_assets.assets.keys import ANNOTATIONS, PROXY_CHECKPOINT
 from falconer_assets.assets.metadata import md_table
 from falconer_assets.automation import on_change
 from falconer_assets.partitions import TASKS
-from falconer_assets.proxy.checkpoint import checkpoint_version, save_checkpoint, stored_version, training_examples
+from falconer_assets.proxy.checkpoint import (
+    checkpoint_problem,
+    checkpoint_version,
+    save_checkpoint,
+    stored_version,
+    training_examples,
+)
 from falconer_assets.proxy.health import heldout_collapse
 from falconer_assets.proxy.model import NTEProxy
 from falconer_assets.resources.proxy import ProxyResource
@@ -21,6 +28,10 @@ from falconer_assets.warehouse.store import read_annotations
 PROXY_RECIPE_VERSION = "1"
 """``code_version`` of ``proxy_checkpoint``: bump it when the training code or recipe changes in a way
 that should retrain every task's proxy (the automation sensor then marks them all stale)."""
+
+TRAINING_CURVE_FILE = "training_curve.json"
+"""Written into the checkpoint folder after training: the dev score and loss per epoch (``NTEProxy.train``'s
+``curve``), which the task report plots."""
 
 NO_COLLAPSE = "no_collapse"
 """Name of the blocking check of ``proxy_checkpoint``; its verdict (``False`` on a conclusive collapse) is
@@ -49,7 +60,10 @@ def proxy_checkpoint(context: dg.AssetExecutionContext, workspace: Workspace, pr
     model + training recipe + code version; when the checkpoint folder already holds that version,
     training is skipped and the checkpoint reused (metadata `retrained: false`). With the `proxy`
     resource's `init_from_task` set (continual integration, paper 5.2) training starts from that
-    task's checkpoint, and the earlier task's held-out score before and after is recorded. With a dev
+    task's checkpoint, and the earlier task's held-out score before and after is recorded. The folder is
+    written atomically with a manifest of its files (sizes, SHA-256) written last; a folder that does not
+    match its manifest (half-written, truncated, edited) is never reused: it is retrained (metadata
+    `damaged_checkpoint` says why). With a dev
     split, the starting weights are scored first and training never returns weights that score worse
     (metadata `train_start_score`, `train_kept_start`).
 
@@ -67,6 +81,9 @@ def proxy_checkpoint(context: dg.AssetExecutionContext, workspace: Workspace, pr
             raise dg.Failure(f"init_from_task must name another task than {task.name!r}")
         base = str(proxy.checkpoint_path(proxy.init_from_task))
         base_inputs = {"init_from_task": proxy.init_from_task, "version": stored_version(base)}
+        if Path(base).is_dir() and base_inputs["version"] is None:
+            raise dg.Failure(f"init_from_task={proxy.init_from_task!r}: the checkpoint at {base} cannot be used "
+                             f"({checkpoint_problem(base)}); re-materialize {proxy.init_from_task}/proxy_checkpoint")
     else:
         base = proxy.resolved_base_model()
         base_inputs = {"base_model": proxy.base_model or "metamodel", "resolved": Path(base).name}
@@ -78,7 +95,12 @@ def proxy_checkpoint(context: dg.AssetExecutionContext, workspace: Workspace, pr
     metadata = {"path": dg.MetadataValue.path(str(out)), "checkpoint_version": version,
                 "version_inputs": dg.MetadataValue.json(inputs)}
     docs = workspace.corpus(task.corpus).by_id
-    if stored_version(out) == version:
+    current = stored_version(out)  # None: no folder, or one that does not match its manifest
+    if current is None and out.exists():
+        damaged = checkpoint_problem(out)
+        context.log.warning(f"the checkpoint folder {out} is damaged or incomplete ({damaged}): retraining")
+        metadata["damaged_checkpoint"] = damaged
+    if current == version:
         context.log.info(f"annotations, base model and recipe unchanged (version {version}): "
                          f"reusing {out} without retraining")
         model = NTEProxy.load(str(out), device=proxy.resolved_device())
@@ -107,6 +129,7 @@ def proxy_checkpoint(context: dg.AssetExecutionContext, workspace: Workspace, pr
     if earlier_examples:
         metadata.update(_continual(context, proxy.init_from_task, before, model.evaluate(earlier_examples)))
     save_checkpoint(model, out, version, inputs)
+    (out / TRAINING_CURVE_FILE).write_text(json.dumps(stats["curve"]))  # the task report's training curve
     check, health = _no_collapse(context, model, rows, docs, proxy.inference_batch_size)
     per_subtask = Counter((e.kind, e.instruction) for e in examples)
     yield dg.MaterializeResult(data_version=dg.DataVersion(version), metadata={
@@ -123,6 +146,7 @@ def proxy_checkpoint(context: dg.AssetExecutionContext, workspace: Workspace, pr
             md_table(["kind", "instruction", "examples"], [[k, i, n] for (k, i), n in per_subtask.items()])),
         **{f"train_{k}": (round(v, 4) if isinstance(v, float) else v) for k, v in stats.items()
            if isinstance(v, (int, float)) and v == v},
+        "training_curve": dg.MetadataValue.json(stats["curve"]),
     })
     yield check
 

@@ -18,7 +18,8 @@ created_at         TIMESTAMP  when the row was written (UTC)
 
 Each operation opens and closes its own short-lived connection: other stages use the same
 DuckDB file between calls, and DuckDB lets only one process hold a file open for writing.
-A connection that hits another process's lock is retried for ``lock_timeout_s`` seconds.
+A connection that hits another process's lock is retried for ``lock_timeout_s`` seconds, then
+:class:`~falconer_assets.warehouse.connect.DatabaseLockedError` names the file and the process holding it.
 No Dagster imports here.
 """
 
@@ -27,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import duckdb
+
+from falconer_assets.warehouse.connect import connect
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS llm_calls (
@@ -85,7 +87,10 @@ class LLMCache:
 
     Args:
         path: the DuckDB file (created with its parent directories if missing).
-        lock_timeout_s: how long to retry when another process holds the file's lock.
+        lock_timeout_s: how long to retry when another process holds the file's lock, seconds.
+
+    Raises (from every operation): :class:`~falconer_assets.warehouse.connect.DatabaseLockedError` when
+    another process holds the file for longer than ``lock_timeout_s``.
     """
 
     def __init__(self, path: str | Path, lock_timeout_s: float = 30.0) -> None:
@@ -106,17 +111,7 @@ class LLMCache:
 
     @contextmanager
     def _connect_unlocked(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        deadline = time.monotonic() + self.lock_timeout_s
-        delay = 0.05
-        while True:
-            try:
-                con = duckdb.connect(str(self.path))
-                break
-            except duckdb.IOException as e:  # "Could not set lock on file ..."
-                if "lock" not in str(e).lower() or time.monotonic() > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
+        con = connect(self.path, wait_s=self.lock_timeout_s)  # DatabaseLockedError names the holder
         try:
             yield con
         finally:

@@ -19,10 +19,19 @@ https://platform.openai.com/docs/api-reference/chat/create; llama.cpp's server i
 same endpoint). Every result is stored in an :class:`~falconer_assets.llm.cache.LLMCache`
 keyed by the model identity, the messages and all request parameters (temperature, max_tokens,
 seed=0 and any extra ones). No Dagster imports here.
+
+Faults: HTTP 429 (``Retry-After`` honoured), 408/409/5xx, timeouts and refused connections are retried
+by the openai client itself (``max_retries``, backoff 0.5 s doubling up to 8 s with jitter); an HTTP 200
+whose body is not a chat completion (HTML, JSON without ``choices``, cut-off JSON) is retried here with
+the same backoff, and never cached. Every attempt is counted in :class:`LLMStats` (``retries``,
+``rate_limited``, ``server_errors``, ``no_response``, ``garbage_responses``, ``failures``). An embedded
+server that dies is restarted once per call; every answer obtained before is in the cache already.
 """
 
 from __future__ import annotations
 
+import json
+import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -63,6 +72,13 @@ class LLMStats:
     results (cached ones included, i.e. what the run *used*), the ``api_*`` fields only the
     calls actually sent (what the run *spent*, seconds for latency). ``server_starts`` counts
     embedded-server (re)starts; ``server_load_s`` their total load time in seconds.
+
+    Faults (HTTP attempts, not calls): ``retries`` counts attempts beyond the first of each call (by the
+    openai client or for a garbage answer); ``rate_limited`` the HTTP 429 answers, ``server_errors`` the
+    HTTP 5xx ones, ``no_response`` the attempts that got no HTTP answer (timed out after ``timeout_s``, or
+    the connection was refused or cut, e.g. a dead server), ``garbage_responses`` the HTTP 200 answers whose
+    body was not a chat completion; ``failures`` counts the calls that failed for good (raised after every
+    retry and restart).
     """
 
     calls: int = 0
@@ -75,6 +91,12 @@ class LLMStats:
     api_latency_s: float = 0.0
     server_starts: int = 0
     server_load_s: float = 0.0
+    retries: int = 0
+    rate_limited: int = 0
+    server_errors: int = 0
+    no_response: int = 0
+    garbage_responses: int = 0
+    failures: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict of the counters (e.g. for Dagster metadata)."""
@@ -87,6 +109,39 @@ def _check_messages(messages: list[dict]) -> None:
     for m in messages:
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
             raise ValueError(f"bad chat message {m!r}: need {{'role': str, 'content': str}}")
+
+class GarbageResponseError(openai.OpenAIError):
+    """The server kept answering HTTP 200 with a body that is not a chat completion (after every retry)."""
+
+
+def garbage_reason(resp: Any) -> str | None:
+    """Why ``resp`` (what ``chat.completions.create`` returned) is not a usable chat completion, or ``None``.
+
+    Usable: a ``choices`` list with at least one choice that has a ``message`` whose ``content`` is a string
+    or ``None`` (no text). A non-JSON body comes back from the openai client as a ``str``; JSON without
+    ``choices`` as a completion whose ``choices`` is ``None``.
+    """
+    choices = getattr(resp, "choices", None)
+    if not isinstance(choices, list) or not choices:
+        shown = resp if isinstance(resp, str) else getattr(resp, "model_extra", None) or resp
+        text = repr(shown)
+        return f"no choices in the answer {text[:120]}{'...' if len(text) > 120 else ''}"
+    message = getattr(choices[0], "message", None)
+    if message is None:
+        return "the first choice has no message"
+    content = getattr(message, "content", None)
+    if content is not None and not isinstance(content, str):
+        return f"the message content is a {type(content).__name__}, not text"
+    return None
+
+
+class _Attempts(threading.local):
+    """HTTP attempts of the call running in this thread: requests sent and the status of each answer."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.statuses: list[int] = []
+
 
 REMOTE_CONCURRENCY = 8
 """Requests :meth:`ChatLLM.chat_many` keeps in flight against a remote OpenAI-compatible server by
@@ -107,14 +162,17 @@ class ChatLLM:
         cache_path: DuckDB cache file, or None for no cache.
         timeout_s: per-request HTTP timeout in seconds.
         n_ctx, n_threads: embedded server context size (tokens) and CPU threads (None = all cores).
-        max_retries: the openai client's retries on connection errors / 5xx / 429.
+        max_retries: retries of one call: the openai client's on timeouts, connection errors, 408/409/429/5xx
+            (backoff 0.5 s doubling up to 8 s, ``Retry-After`` honoured), and this client's on garbage answers.
+        retry_delay_s: first backoff delay of the garbage-answer retries, seconds (doubling, at most 8 s).
         n_parallel: request slots of the embedded server (llama.cpp ``--parallel``); ignored remotely.
         max_concurrency: requests :meth:`chat_many` keeps in flight; ``None``: ``n_parallel`` for the
             embedded server (more would only queue), :data:`REMOTE_CONCURRENCY` for a remote one.
 
     Raises (from :meth:`chat`): ``ValueError`` for malformed messages; ``openai.OpenAIError``
-    subclasses for HTTP failures; ``ModelNotInstalledError`` / ``LlamaServerError`` when the
-    embedded model cannot be assembled or started.
+    subclasses for HTTP failures after every retry (``GarbageResponseError`` for answers that are not
+    chat completions); ``ModelNotInstalledError`` / ``LlamaServerError`` when the embedded model cannot
+    be assembled or started.
     """
 
     def __init__(
@@ -133,6 +191,7 @@ class ChatLLM:
         max_retries: int = 2,
         n_parallel: int = 1,
         max_concurrency: int | None = None,
+        retry_delay_s: float = 0.5,
     ) -> None:
         if base_url is None and model not in EMBEDDED_MODELS and not model.endswith(".gguf"):
             raise ValueError(
@@ -149,6 +208,7 @@ class ChatLLM:
         self.n_ctx = int(n_ctx)
         self.n_threads = n_threads
         self.max_retries = int(max_retries)
+        self.retry_delay_s = float(retry_delay_s)
         if int(n_parallel) < 1 or (max_concurrency is not None and int(max_concurrency) < 1):
             raise ValueError(f"n_parallel and max_concurrency must be >= 1, got {n_parallel}, {max_concurrency}")
         self.n_parallel = int(n_parallel)
@@ -159,6 +219,7 @@ class ChatLLM:
         self._server: LlamaServer | None = None
         self._client: openai.OpenAI | None = None
         self._lock = threading.RLock()
+        self._attempts = _Attempts()
 
     # -- identity / parameters ---------------------------------------------------------
     @property
@@ -199,8 +260,13 @@ class ChatLLM:
                     url, key = self._server.base_url, self._server.api_key
                 else:
                     url, key = self.base_url, self.api_key
+                attempts = self._attempts  # every HTTP attempt of the openai client's retry loop, per thread
+                http_client = openai.DefaultHttpxClient(event_hooks={
+                    "request": [lambda _request: setattr(attempts, "requests", attempts.requests + 1)],
+                    "response": [lambda response: attempts.statuses.append(response.status_code)]})
                 self._client = openai.OpenAI(
-                    base_url=url, api_key=key, timeout=self.timeout_s, max_retries=self.max_retries
+                    base_url=url, api_key=key, timeout=self.timeout_s, max_retries=self.max_retries,
+                    http_client=http_client,
                 )
             return self._client
 
@@ -238,8 +304,9 @@ class ChatLLM:
 
         Raises:
             ValueError: a malformed conversation (checked before any call) or ``max_concurrency < 1``.
-            openai.OpenAIError: the first failed call (after the client's retries), once the calls
-                already in flight have finished.
+            openai.OpenAIError: the first failed call (after the client's retries; ``GarbageResponseError``
+                when the answers were not chat completions), once the calls already in flight have finished.
+            LlamaServerError: the embedded server died and could not be restarted.
         """
         for messages in batch:
             _check_messages(messages)
@@ -261,11 +328,16 @@ class ChatLLM:
         def answer(i: int) -> ChatResult:
             messages = batch[i]
             try:
-                res = self._call(messages, req)
-            except openai.APIConnectionError:
-                if not (self.embedded and self._server is not None and not self._server.running):
-                    raise
-                res = self._call(messages, req)  # the embedded server died: _get_client restarts it
+                try:
+                    res = self._call(messages, req)
+                except openai.APIConnectionError:
+                    if not (self.embedded and self._server is not None and not self._server.running):
+                        raise
+                    res = self._call(messages, req)  # the embedded server died: _get_client restarts it
+            except Exception:
+                with self._lock:
+                    self.stats.failures += 1
+                raise
             if use_cache and self.cache is not None:
                 self.cache.put(ident, messages, req, res.text, res.prompt_tokens, res.completion_tokens,
                                res.latency_s)
@@ -283,12 +355,35 @@ class ChatLLM:
         return out  # type: ignore[return-value]
 
     def _call(self, messages: list[dict], req: dict[str, Any]) -> ChatResult:
-        client = self._get_client()
-        model = self._server.alias if (self.embedded and self._server) else self.model
+        """One call: the openai client's request (with its HTTP retries), retried here while the answer is
+        garbage (:func:`garbage_reason`), at most ``max_retries`` times; every attempt is counted."""
+        retry = 0
         t0 = time.perf_counter()
-        resp = client.chat.completions.create(model=model, messages=messages, **req)
+        while True:
+            client = self._get_client()
+            model = self._server.alias if (self.embedded and self._server) else self.model
+            self._attempts.requests, self._attempts.statuses = 0, []
+            try:
+                resp = client.chat.completions.create(model=model, messages=messages, **req)
+                problem = garbage_reason(resp)
+            except json.JSONDecodeError as e:  # a cut-off or malformed JSON body
+                resp, problem = None, f"the body is not valid JSON ({e})"
+            finally:
+                self._count_attempts()
+            if problem is None:
+                break
+            with self._lock:
+                self.stats.garbage_responses += 1
+                if retry < self.max_retries:
+                    self.stats.retries += 1
+            if retry >= self.max_retries:
+                where = "the embedded server" if self.embedded else self.base_url
+                raise GarbageResponseError(f"{where} answered with something that is not a chat completion "
+                                           f"{retry + 1} times (last: {problem})")
+            time.sleep(min(self.retry_delay_s * 2 ** retry, 8.0) * (1 - 0.25 * random.random()))
+            retry += 1
         latency = time.perf_counter() - t0
-        text = (resp.choices[0].message.content or "") if resp.choices else ""
+        text = resp.choices[0].message.content or ""
         usage = resp.usage
         return ChatResult(
             text=text,
@@ -297,6 +392,16 @@ class ChatLLM:
             latency_s=latency,
             cached=False,
         )
+
+    def _count_attempts(self) -> None:
+        """Fold this thread's HTTP attempts of one ``create`` into :attr:`stats`."""
+        a = self._attempts
+        with self._lock:
+            s = self.stats
+            s.retries += max(a.requests - 1, 0)
+            s.rate_limited += sum(code == 429 for code in a.statuses)
+            s.server_errors += sum(code >= 500 for code in a.statuses)
+            s.no_response += max(a.requests - len(a.statuses), 0)
 
     def _count(self, res: ChatResult) -> None:
         with self._lock:

@@ -359,21 +359,9 @@ class LlamaServer:
             env[_API_KEY_ENV] = self.api_key
             pkg_root = str(Path(__file__).resolve().parents[2])
             env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-            cmd = [
-                sys.executable, "-m", "falconer_assets.llm.embedded", "serve",
-                "--model", str(self.model_path),
-                "--n-ctx", str(self.n_ctx * self.n_parallel),
-                "--parallel", str(self.n_parallel),
-                "--threads", str(self.n_threads),
-                "--port", str(self.requested_port),
-                "--verbosity", str(self.verbosity),
-                "--poll", str(self.poll),
-            ]  # fmt: skip
-            if self.alias:
-                cmd += ["--alias", self.alias]
             t0 = time.perf_counter()
             self._proc = subprocess.Popen(
-                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log_file, env=env
+                self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log_file, env=env
             )
             _LIVE_SERVERS.add(self)
             try:
@@ -388,6 +376,28 @@ class LlamaServer:
                 raise
             self.load_time_s = time.perf_counter() - t0
             return self
+
+    def command(self) -> list[str]:
+        """The argv of the server child: ``python -m falconer_assets.llm.embedded serve --model ... --port ...``.
+
+        The child protocol, which a replacement (e.g. a test's fake server) must follow: read the API key
+        from ``$FALCONER_LLAMA_API_KEY`` and require it as ``Authorization: Bearer <key>``; once ready,
+        print one JSON line ``{"port": int, "url": str}`` on stdout; answer ``GET /health`` with 200 and
+        ``POST /v1/chat/completions`` in the OpenAI format on 127.0.0.1; exit when stdin closes.
+        """
+        cmd = [
+            sys.executable, "-m", "falconer_assets.llm.embedded", "serve",
+            "--model", str(self.model_path),
+            "--n-ctx", str(self.n_ctx * self.n_parallel),
+            "--parallel", str(self.n_parallel),
+            "--threads", str(self.n_threads),
+            "--port", str(self.requested_port),
+            "--verbosity", str(self.verbosity),
+            "--poll", str(self.poll),
+        ]  # fmt: skip
+        if self.alias:
+            cmd += ["--alias", self.alias]
+        return cmd
 
     def _read_ready_line(self, deadline: float) -> dict:
         """Wait for the child's one JSON line on stdout (``{"port": ..., "url": ...}``)."""

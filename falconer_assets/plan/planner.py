@@ -21,6 +21,7 @@ import textwrap
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from falconer_assets.plan.limits import DEFAULT_LIMITS, PlanLimits
 from falconer_assets.plan.sandbox import (
     PlanRuntimeError,
     PlanValidationError,
@@ -28,6 +29,7 @@ from falconer_assets.plan.sandbox import (
     run_plan,
     validate_plan,
 )
+from falconer_assets.plan.worker import run_plan_isolated
 from falconer_assets.spans import Span
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "PlanAttempt",
     "build_planner_messages",
     "extract_code",
+    "DRY_RUN_SIZES",
     "dry_run_plan",
     "plan_with_retries",
 ]
@@ -256,34 +259,49 @@ def _stub_span(texts: list[str], instruction: str) -> list[list[Span]]:
 
 _DRY_TEXTS = ["alpha one", "bravo two", "charlie three", "delta four"]
 
+#: Batch sizes of the dry run, in texts: a plan that misbehaves only at some batch size (e.g. one
+#: that returns garbage unless it gets 4 texts) is caught before it mines.
+DRY_RUN_SIZES = (1, 3, 4)
 
-def dry_run_plan(plan: ValidatedPlan, field_names: Sequence[str] = ()) -> None:
-    """Run ``plan`` on four dummy texts with stub primitives to catch run-time mistakes early.
 
-    The stubs answer ``get_label`` with True, False, True, False, ... (as objects that refuse to
-    be list indexes, so ``[texts[i] for i in flags]`` is caught) and ``get_span`` with one
-    span per text, so no real model is called.  Catches NameErrors, wrong result shapes and,
-    when ``field_names`` is non-empty, result dicts with keys outside ``field_names`` (a plan
-    may omit a field, e.g. when nothing was extracted, so missing keys are not an error).
+def dry_run_plan(
+    plan: ValidatedPlan,
+    field_names: Sequence[str] = (),
+    limits: PlanLimits = DEFAULT_LIMITS,
+    in_process: bool = False,
+) -> None:
+    """Run ``plan`` on dummy batches of 1, 3 and 4 texts (:data:`DRY_RUN_SIZES`) with stub primitives.
+
+    Each batch runs in the limited plan worker (:func:`~falconer_assets.plan.worker.run_plan_isolated`
+    under ``limits``; ``in_process=True``: in this process, for tests), so a plan that loops, exhausts
+    memory or crashes its process fails its dry run instead of the planner.  The stubs answer
+    ``get_label`` with True, False, True, False, ... (as objects that refuse to be list indexes, so
+    ``[texts[i] for i in flags]`` is caught) and ``get_span`` with one span per text (its first five
+    characters), so no real model is called.  Catches NameErrors, wrong result shapes, spans put on
+    the wrong document, and, when ``field_names`` is non-empty, result dicts with keys outside
+    ``field_names`` (a plan may omit a field, e.g. when nothing was extracted, so missing keys are
+    not an error).
 
     Raises:
-        PlanRuntimeError: the plan crashed, returned a malformed result or used a field name
-            not in ``field_names``.
+        PlanRuntimeError: the plan crashed, hit a limit, returned a malformed result or used a field
+            name not in ``field_names``, at some batch size (the message says which).
+        falconer_assets.plan.worker.PlanWorkerError: the worker process cannot be started.
     """
-    try:
-        results = run_plan(plan, _DRY_TEXTS, _stub_label, _stub_span)
-    except PlanRuntimeError as exc:
-        if "_StrictYesNo" in str(exc):
-            raise PlanRuntimeError(f"{exc} -- {_INDEX_HINT}") from exc
-        raise
+    run = run_plan if in_process else run_plan_isolated
     allowed = set(field_names)
-    if allowed:
-        for i, item in enumerate(results):
-            for key in item or {}:
-                if key not in allowed:
-                    raise PlanRuntimeError(
-                        f"result item {i} uses the field name {key!r}; the allowed field names "
-                        f"are exactly: {', '.join(sorted(allowed))}")
+    for size in DRY_RUN_SIZES:
+        try:
+            results = run(plan, _DRY_TEXTS[:size], _stub_label, _stub_span, limits)
+        except PlanRuntimeError as exc:
+            hint = f" -- {_INDEX_HINT}" if "_StrictYesNo" in str(exc) else ""
+            raise PlanRuntimeError(f"{exc} (dry run on {size} text{'s' * (size > 1)}){hint}") from exc
+        if allowed:
+            for i, item in enumerate(results):
+                for key in item or {}:
+                    if key not in allowed:
+                        raise PlanRuntimeError(
+                            f"result item {i} uses the field name {key!r}; the allowed field names "
+                            f"are exactly: {', '.join(sorted(allowed))}")
 
 
 def plan_with_retries(
@@ -307,7 +325,8 @@ def plan_with_retries(
         instruction: the mining instruction.
         fields: output fields, ``[{"name": ..., "description": ...}]``.
         max_attempts: total number of LLM calls allowed, >= 1.
-        dry_run: also execute the plan on dummy texts with stub primitives.
+        dry_run: also execute the plan on dummy texts with stub primitives (:func:`dry_run_plan`,
+            in the limited plan worker).
 
     Returns:
         ``(plan, attempts)``: the first accepted plan and every attempt made (the last one has
@@ -318,6 +337,7 @@ def plan_with_retries(
             :func:`build_planner_messages`).
         PlanValidationError: every attempt failed; the message lists each attempt's error and
             the exception's ``attempts`` attribute holds the :class:`PlanAttempt` list.
+        falconer_assets.plan.worker.PlanWorkerError: the dry run's worker process cannot be started.
 
     Source: paper section 3.4 (planner); error feedback follows self-debugging (Chen et al.
     2023, cited in section 2).

@@ -369,7 +369,9 @@ class NTEProxy:
             start, so the start weights were returned), "seconds" (wall clock),
             "n_examples" (trained on), "n_dev", "truncated_spans" (gold spans no window holds
             whole: longer than the overlap), "n_windows" (training sequences, ``>= n_examples``),
-            "multi_window_examples" (examples split into more than one window)}``; without a dev
+            "multi_window_examples" (examples split into more than one window), "curve" (one
+            ``{"epoch", "loss", "dev_score"}`` per epoch run, epoch 0 = the start weights' dev
+            score with loss None; ``dev_score`` None without a dev split)}``; without a dev
             split ``start_score`` and ``dev_score`` are NaN,
             ``kept_start`` is False and ``best_epoch`` is the last epoch.
 
@@ -436,9 +438,11 @@ class NTEProxy:
         best_score, best_epoch, best_state, stale = -1.0, 0, None, 0
         start_score = float("nan")
         step, epoch, epoch_loss, window = 0, 0, float("nan"), []
+        curve: list[dict] = []
         try:
             if dev_examples:  # the start is the first candidate: training must beat it to replace it
                 start_score = best_score = self.evaluate(dev_examples)["score"]
+                curve.append({"epoch": 0, "loss": None, "dev_score": start_score})
                 best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
                 log(f"epoch 0 (start weights) dev score {start_score:.4f}")
             while epoch < config.epochs and step < total:
@@ -470,9 +474,11 @@ class NTEProxy:
                 epoch += 1
                 epoch_loss = sum(losses) / max(len(losses), 1)
                 if not dev_examples:
+                    curve.append({"epoch": epoch, "loss": epoch_loss, "dev_score": None})
                     log(f"epoch {epoch} loss {epoch_loss:.4f}")
                     continue
                 score = self.evaluate(dev_examples)["score"]
+                curve.append({"epoch": epoch, "loss": epoch_loss, "dev_score": score})
                 log(f"epoch {epoch} loss {epoch_loss:.4f} dev score {score:.4f}")
                 if score > best_score:
                     best_score, best_epoch, stale = score, epoch, 0
@@ -503,6 +509,7 @@ class NTEProxy:
             "truncated_spans": truncated,
             "n_windows": len(encoded),
             "multi_window_examples": multi,
+            "curve": curve,
         }
 
     def evaluate(self, examples: list[TrainExample], batch_size: int = 32) -> dict:

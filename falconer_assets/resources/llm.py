@@ -61,6 +61,13 @@ class LLMResource(dg.ConfigurableResource):
         default=None, description="LLM requests in flight during annotation; None = n_parallel for the embedded "
         "server, 8 for a remote one (vLLM/OpenAI serve many at once).")
 
+    max_retries: int = Field(
+        default=2, description="Retries of one LLM call: on HTTP 429/5xx, timeouts and refused connections (the "
+        "openai client's, backoff 0.5 s doubling up to 8 s, Retry-After honoured) and on answers that are not chat "
+        "completions.")
+    retry_delay_s: float = Field(default=0.5, description="First backoff delay, seconds, of the retries on answers "
+                                 "that are not chat completions (doubling, at most 8 s).")
+
     _client: ChatLLM | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
@@ -87,6 +94,8 @@ class LLMResource(dg.ConfigurableResource):
             n_threads=self.n_threads,
             n_parallel=self.n_parallel,
             max_concurrency=self.max_concurrency,
+            max_retries=self.max_retries,
+            retry_delay_s=self.retry_delay_s,
         )
 
     def get_client(self) -> ChatLLM:
@@ -107,5 +116,6 @@ class LLMResource(dg.ConfigurableResource):
 
     @property
     def stats(self) -> LLMStats:
-        """Counters: calls, cache_hits, api_calls, tokens, api latency, server starts."""
+        """Counters: calls, cache_hits, api_calls, tokens, api latency, server starts, and the faults (retries,
+        rate_limited, server_errors, no_response, garbage_responses, failures); see :class:`LLMStats`."""
         return self.get_client().stats

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
-from falconer_assets.inputs.corpus import Corpus, read_corpus_folder
-from falconer_assets.inputs.tasks import Task, TaskError, load_task
+from falconer_assets.inputs.corpus import MAX_LINE_BYTES, Corpus, read_corpus_folder, valid_corpus_name
+from falconer_assets.inputs.tasks import TASK_NAME_RE, Task, TaskError, load_task
 from falconer_assets.plan.sandbox import PlanValidationError, ValidatedPlan, validate_plan
 from falconer_assets.warehouse.store import read_plan
 
@@ -22,9 +22,13 @@ class Workspace(dg.ConfigurableResource):
 
     Attributes:
         data_dir: the folder (default ``data``).
+        max_line_bytes: the longest corpus line read, in bytes without its newline (default 1 MiB,
+            :data:`~falconer_assets.inputs.corpus.MAX_LINE_BYTES`); a longer line is a reject.
     """
 
     data_dir: str = "data"
+    max_line_bytes: int = Field(default=MAX_LINE_BYTES, ge=1, description=(
+        "Longest corpus line read, in bytes without its newline; a longer line is a reject (read in bounded chunks)."))
 
     _tasks: dict[str, Task] = PrivateAttr(default_factory=dict)
     _corpora: dict[str, Corpus] = PrivateAttr(default_factory=dict)
@@ -48,14 +52,17 @@ class Workspace(dg.ConfigurableResource):
         """The task of a ``tasks`` partition, read from ``<data_dir>/tasks/<name>.yaml``.
 
         Raises:
-            dg.Failure: the file is gone or malformed (the message names the file and the problem).
+            dg.Failure: ``name`` is not a task name, or the file is gone or malformed or its corpus unknown
+                (the message names the file and the problem).
         """
         if name not in self._tasks:
+            if not TASK_NAME_RE.fullmatch(name):
+                raise dg.Failure(f"task {name!r}: not a task name (must match {TASK_NAME_RE.pattern})")
             path = self.path / "tasks" / f"{name}.yaml"
             if not path.exists():
                 raise dg.Failure(f"task {name!r}: {path} does not exist (deleted? the task sensor removes its partition)")
             try:
-                self._tasks[name] = load_task(path)
+                self._tasks[name] = load_task(path, self.path)
             except TaskError as exc:
                 raise dg.Failure(f"task {name!r} cannot be loaded: {exc}") from exc
         return self._tasks[name]
@@ -64,17 +71,23 @@ class Workspace(dg.ConfigurableResource):
         """Every file of corpus ``name`` read as one :class:`~falconer_assets.inputs.corpus.Corpus`.
 
         Raises:
-            dg.Failure: the corpus folder has no file.
+            dg.Failure: ``name`` is not a corpus name, or the corpus folder has no file.
         """
         if name not in self._corpora:
             try:
-                self._corpora[name] = read_corpus_folder(self.corpora_dir, name)
-            except FileNotFoundError as exc:
+                self._corpora[name] = read_corpus_folder(self.corpora_dir, name, max_line_bytes=self.max_line_bytes)
+            except (FileNotFoundError, ValueError) as exc:
                 raise dg.Failure(str(exc)) from exc
         return self._corpora[name]
 
     def corpus_file(self, corpus: str, file_name: str) -> Path:
-        """Path of one corpus file, ``<data_dir>/corpora/<corpus>/<file_name>`` (it may not exist)."""
+        """Path of one corpus file, ``<data_dir>/corpora/<corpus>/<file_name>`` (it may not exist).
+
+        Raises:
+            dg.Failure: ``corpus`` is not a corpus name or ``file_name`` is not one path component.
+        """
+        if not valid_corpus_name(corpus) or file_name in ("", ".", "..") or Path(file_name).name != file_name:
+            raise dg.Failure(f"corpus file {corpus!r}/{file_name!r}: not a corpus name and a file name in its folder")
         return self.corpora_dir / corpus / file_name
 
     @staticmethod

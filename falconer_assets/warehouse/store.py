@@ -195,6 +195,67 @@ def write_eval(conn: duckdb.DuckDBPyConnection, task: str, metrics: Sequence[Met
     ])
 
 
+# ---- task report (the `report` asset) -----------------------------------------------------------
+
+def read_eval_metrics(conn: duckdb.DuckDBPyConnection, task: str) -> list[MetricRow]:
+    """``task``'s ``eval_metrics`` rows, in the order ``eval`` wrote them (empty before any eval)."""
+    if not has_table(conn, "eval_metrics"):
+        return []
+    rows = conn.execute("SELECT kind, instruction, n, metric, value FROM eval_metrics WHERE task = ? "
+                        "ORDER BY rowid", [task]).fetchall()
+    return [MetricRow(kind, instruction, int(n), metric, float(value)) for kind, instruction, n, metric, value in rows]
+
+
+def mined_totals(conn: duckdb.DuckDBPyConnection, task: str) -> dict[str, int]:
+    """``{"rows", "docs", "files", "rejects"}`` of ``task``: mined rows, documents with a row, corpus
+    files with a row, rejected records (``mining_rejects``); zeros before any mining."""
+    out = {"rows": 0, "docs": 0, "files": 0, "rejects": 0}
+    if has_table(conn, "mined"):
+        rows, docs, files = conn.execute("SELECT count(*), count(DISTINCT doc_id), count(DISTINCT file) FROM mined "
+                                         "WHERE task = ?", [task]).fetchone()
+        out.update(rows=int(rows), docs=int(docs), files=int(files))
+    if has_table(conn, "mining_rejects"):
+        out["rejects"] = int(conn.execute("SELECT count(*) FROM mining_rejects WHERE task = ?", [task]).fetchone()[0])
+    return out
+
+
+def mined_value_counts(conn: duckdb.DuckDBPyConnection, task: str, top: int = 15) -> dict[str, list[tuple[str, int]]]:
+    """Per field of ``task``'s mined rows, the ``top`` most frequent values with their row counts
+    (ties by value), fields in name order; ``{}`` before any mining."""
+    if not has_table(conn, "mined"):
+        return {}
+    rows = conn.execute(
+        "SELECT field, value, n FROM (SELECT field, value, count(*) AS n, row_number() OVER "
+        "(PARTITION BY field ORDER BY count(*) DESC, value) AS k FROM mined WHERE task = ? GROUP BY field, value) "
+        "WHERE k <= ? ORDER BY field, n DESC, value", [task, top]).fetchall()
+    out: dict[str, list[tuple[str, int]]] = {}
+    for fld, value, n in rows:
+        out.setdefault(fld, []).append((value, int(n)))
+    return out
+
+
+def sample_mined_docs(conn: duckdb.DuckDBPyConnection, task: str, n: int) -> list[str]:
+    """Up to ``n`` ids of documents with mined rows for ``task``: those with a span row first, then
+    the others, each group in a fixed pseudo-random order (``hash(doc_id)``), so a report shows the
+    same documents on every run of the same rows."""
+    if not has_table(conn, "mined") or n <= 0:
+        return []
+    rows = conn.execute(
+        "SELECT doc_id FROM mined WHERE task = ? GROUP BY doc_id "
+        "ORDER BY bool_or(start IS NOT NULL) DESC, hash(doc_id), doc_id LIMIT ?", [task, n]).fetchall()
+    return [r[0] for r in rows]
+
+
+def read_mined(conn: duckdb.DuckDBPyConnection, task: str, doc_ids: Sequence[str]) -> list[MinedRow]:
+    """``task``'s mined rows of the documents ``doc_ids`` (ordered by document, then offset)."""
+    if not has_table(conn, "mined") or not doc_ids:
+        return []
+    rows = conn.execute(
+        'SELECT doc_id, field, value, start, "end", score, executor FROM mined WHERE task = ? AND doc_id IN '
+        '(SELECT unnest(?::VARCHAR[])) ORDER BY doc_id, start NULLS FIRST, field', [task, list(doc_ids)]).fetchall()
+    return [MinedRow(d, f, v, s, e, float(sc), ex or "proxy") for d, f, v, s, e, sc, ex in rows]
+
+
 # ---- report -------------------------------------------------------------------------------------
 
 REPORT_QUERIES: tuple[tuple[str, str], ...] = (

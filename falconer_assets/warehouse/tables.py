@@ -6,6 +6,12 @@ and the mining rejects (:data:`PARQUET_TABLES`) are Parquet files, one per minin
 ``data/falconer.parts/`` beside the database, read through views of the same names: a partition is
 written as a temporary file and renamed into place, so concurrent partitions never wait for DuckDB's
 single writer and a reader sees a partition's old rows or its new ones, never half.
+
+Crashes (``kill -9``, power loss) while a partition is written: its temporary files are flushed to disk
+before they are renamed, the renames of one write are listed in a journal first, and the next write
+connection (:func:`ensure_schema`) finishes the renames of a writer that died between them and removes the
+temporary files a dead writer left (:func:`recover_parts`). So every partition holds the rows of exactly one
+write, in ``mined`` and ``mining_rejects`` alike, and a re-run replaces them.
 """
 
 from __future__ import annotations
@@ -13,7 +19,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,9 +77,12 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
     migrated in place with ``ALTER TABLE ... ADD COLUMN``; existing rows get ``NULL`` there.
     Columns are never dropped or retyped. The :data:`PARQUET_TABLES` of a file-backed database
     are views over their Parquet folder (:func:`parts_dir`); a warehouse that still holds them as
-    tables has their rows moved to Parquet files, one per key, and the tables dropped.
+    tables has their rows moved to Parquet files, one per key, and the tables dropped. The Parquet folder
+    is first recovered from writers that died (:func:`recover_parts`).
     """
     parts = parts_dir(conn)
+    if parts is not None:
+        recover_parts(parts)
     for table, cols in SCHEMA.items():
         if table in PARQUET_TABLES and parts is not None:
             _ensure_parquet_view(conn, table, parts / table)
@@ -135,9 +147,7 @@ def _ensure_parquet_view(conn: duckdb.DuckDBPyConnection, table: str, folder: Pa
     folder.mkdir(parents=True, exist_ok=True)
     schema = folder / "_schema.parquet"
     if not schema.exists():
-        tmp = folder / f"._schema.{os.getpid()}.tmp"
-        conn.execute(f"COPY ({_select_typed(table, None)} LIMIT 0) TO '{tmp}' (FORMAT parquet)")
-        os.replace(tmp, schema)
+        _write_part(conn, table, schema, None)
     kind = conn.execute(
         "SELECT table_type FROM information_schema.tables WHERE table_name = ? AND table_schema = current_schema() "
         "AND table_catalog = current_database()", [table]).fetchone()
@@ -159,27 +169,144 @@ def _ensure_parquet_view(conn: duckdb.DuckDBPyConnection, table: str, folder: Pa
                  f"read_parquet('{folder.resolve()}/*.parquet', union_by_name = true)")
 
 
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+"""This machine's name as it appears in temporary part names (dots and other characters replaced)."""
+
+STALE_TMP_AGE_S = 24 * 3600.0
+"""A temporary part or journal older than this (seconds) is removed by :func:`recover_parts` even when its
+writer's liveness cannot be checked (a writer on another machine sharing the folder)."""
+
+
 def _staging_path(path: Path) -> Path:
-    """A temporary name for ``path`` in its folder, unique to this process and thread (hidden: the
-    views read ``*.parquet`` only)."""
-    return path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
+    """A temporary name for ``path`` in its folder, unique to this machine, process and thread:
+    ``.<stem>.<host>.<pid>.<thread>.tmp`` (hidden, and not ``*.parquet``: the views never read it)."""
+    return path.with_name(f".{path.stem}.{_HOST}.{os.getpid()}.{threading.get_ident()}.tmp")
 
 
-def _copy_part(conn: duckdb.DuckDBPyConnection, table: str, source: str, dest: Path) -> None:
-    """Write the rows of ``source`` (a table or registered relation), cast to ``table``'s types, as the
-    Parquet file ``dest``; on failure ``dest`` is removed and the error raised."""
+def _writer_of(name: str) -> tuple[str, int] | None:
+    """``(host, pid)`` of the process that made the temporary file or journal ``name`` (see
+    :func:`_staging_path`; names of older versions, ``.<stem>.<pid>[.<thread>].tmp``, are taken as this
+    machine's), or ``None`` for a name that is not one."""
+    old = re.fullmatch(r"\.[^.]+\.(?P<pid>\d+)(?:\.\d+)?\.tmp", name)
+    if old is not None:
+        return _HOST, int(old.group("pid"))
+    m = re.fullmatch(r"\.[^.]+\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.\d+\.(?:tmp|json)", name)
+    return None if m is None else (m.group("host"), int(m.group("pid")))
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (a zombie, killed but not yet reaped, counts)."""
     try:
-        conn.execute(f"COPY ({_select_typed(table, source)}) TO '{dest}' (FORMAT parquet)")
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _dead_writer(entry: os.DirEntry, now: float) -> bool:
+    """Whether the temporary file or journal ``entry`` belongs to a writer that is gone: a process of
+    this machine that no longer exists, or any file older than :data:`STALE_TMP_AGE_S`."""
+    writer = _writer_of(entry.name)
+    if writer is None:
+        return False
+    host, pid = writer
+    if host == _HOST and pid != os.getpid() and not _alive(pid):
+        return True
+    try:
+        return now - entry.stat().st_mtime > STALE_TMP_AGE_S
+    except FileNotFoundError:
+        return False
+
+
+def _fsync(path: Path, directory: bool = False) -> None:
+    """Flush ``path`` (a file, or a folder's entries) to disk; a no-op where the OS refuses (e.g. a folder
+    on some network file systems)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def recover_parts(parts: Path) -> dict[str, int]:
+    """Repair the Parquet folder ``parts`` (:func:`parts_dir`) after writers that died mid-write.
+
+    1. A journal (``.journal.<host>.<pid>.<thread>.json``, written by :func:`replace_slices` after every
+       temporary part of a write was on disk and its DuckDB slices committed, before its renames) whose
+       writer is gone is rolled forward: each listed temporary file that still exists is renamed onto its
+       part, each part listed without one (no rows) is removed; then the journal is removed. An unreadable
+       (half-written) journal means the renames had not begun: it is removed.
+    2. Every temporary part (``.<stem>.<host>.<pid>.<thread>.tmp``) of a writer that is gone is removed.
+
+    A writer is gone when it ran on this machine and its process no longer exists, or when its file is
+    older than :data:`STALE_TMP_AGE_S`. Files of live writers are never touched. Cheap when there is
+    nothing to do (one directory listing per table folder). Safe to run from several processes at once.
+
+    Returns:
+        ``{"rolled_forward": journals completed, "removed": temporary files removed}``.
+    """
+    done = {"rolled_forward": 0, "removed": 0}
+    if not parts.is_dir():
+        return done
+    now = time.time()
+    with os.scandir(parts) as it:
+        journals = [e for e in it if e.name.startswith(".journal.") and e.name.endswith(".json")]
+    for entry in journals:
+        if not _dead_writer(entry, now):
+            continue
+        try:
+            moves = json.loads(Path(entry.path).read_text())
+        except FileNotFoundError:
+            continue  # another process recovered it
+        except ValueError:
+            moves = []  # half-written: written before any rename, so nothing to finish
+        for tmp, dest in moves:
+            try:
+                if tmp is not None:
+                    os.replace(tmp, dest)
+                else:
+                    Path(dest).unlink(missing_ok=True)
+            except FileNotFoundError:
+                pass  # renamed before the crash (or by another recovering process)
+        Path(entry.path).unlink(missing_ok=True)
+        done["rolled_forward"] += 1
+    for folder in [parts, *(p for p in parts.iterdir() if p.is_dir())]:
+        with os.scandir(folder) as it:
+            stale = [e for e in it if e.name.startswith(".") and e.name.endswith(".tmp") and _dead_writer(e, now)]
+        for entry in stale:
+            try:
+                os.unlink(entry.path)
+                done["removed"] += 1
+            except FileNotFoundError:
+                pass
+    return done
+
+
+def _copy_part(conn: duckdb.DuckDBPyConnection, table: str, source: str | None, dest: Path) -> None:
+    """Write the rows of ``source`` (a table or registered relation; ``None``: no rows), cast to ``table``'s
+    types, as the Parquet file ``dest``, flushed to disk; on failure ``dest`` is removed and the error raised."""
+    query = f"{_select_typed(table, None)} LIMIT 0" if source is None else _select_typed(table, source)
+    try:
+        conn.execute(f"COPY ({query}) TO '{dest}' (FORMAT parquet)")
+        _fsync(dest)
     except BaseException:
         dest.unlink(missing_ok=True)
         raise
 
 
-def _write_part(conn: duckdb.DuckDBPyConnection, table: str, path: Path, source: str) -> None:
-    """Write the rows of ``source`` as ``path``, atomically (a temporary file, then a rename)."""
+def _write_part(conn: duckdb.DuckDBPyConnection, table: str, path: Path, source: str | None) -> None:
+    """Write the rows of ``source`` as ``path``, atomically (a temporary file on disk, then a rename)."""
     tmp = _staging_path(path)
     _copy_part(conn, table, source, tmp)
     os.replace(tmp, path)
+    _fsync(path.parent, directory=True)
 
 
 @dataclass(frozen=True)
@@ -199,9 +326,10 @@ def replace_slices(conn: duckdb.DuckDBPyConnection, slices: list[Slice]) -> list
     column, so a ``None`` value selects NULLs) and its new rows inserted. Either every slice
     is replaced or, on any error, none is and the old rows stay. A slice of a
     :data:`PARQUET_TABLES` table (file-backed database) is its key's Parquet file: written to a
-    temporary file first, renamed into place once the DuckDB slices have committed (no rows: the
-    file is removed); only a crash between those renames could leave one partition's tables at
-    different versions.
+    temporary file first (flushed to disk), renamed into place once the DuckDB slices have committed
+    (no rows: the file is removed). The renames are listed in a journal before the first one, so a
+    writer that dies between them has its write finished by the next :func:`ensure_schema`
+    (:func:`recover_parts`): a partition's tables never stay at different versions.
 
     Returns:
         The number of rows written per slice.
@@ -255,11 +383,20 @@ def replace_slices(conn: duckdb.DuckDBPyConnection, slices: list[Slice]) -> list
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
         raise
-    for tmp, path in staged:  # the DuckDB slices committed: the Parquet parts follow, each an atomic rename
-        if tmp is not None:
-            os.replace(tmp, path)
-        else:
-            path.unlink(missing_ok=True)
+    if staged:  # the DuckDB slices committed: the Parquet parts follow, journalled, each an atomic rename
+        journal = _staging_path(parts / "journal").with_suffix(".json")
+        journal.write_text(json.dumps([[None if tmp is None else os.path.abspath(tmp), os.path.abspath(path)]
+                                       for tmp, path in staged]))
+        _fsync(journal)
+        _fsync(parts, directory=True)
+        for tmp, path in staged:
+            if tmp is not None:
+                os.replace(tmp, path)
+            else:
+                path.unlink(missing_ok=True)
+        for folder in {path.parent for _, path in staged}:
+            _fsync(folder, directory=True)
+        journal.unlink()
     return [len(sl.rows) for sl in slices]
 
 
