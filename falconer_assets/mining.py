@@ -19,6 +19,7 @@ from falconer_assets.inputs.corpus import Document
 from falconer_assets.plan.limits import DEFAULT_LIMITS, PlanLimits
 from falconer_assets.plan.sandbox import PlanRuntimeError, ValidatedPlan, run_plan
 from falconer_assets.plan.worker import run_plan_isolated
+from falconer_assets.progress import progress
 from falconer_assets.spans import Span
 from falconer_assets.warehouse.rows import MinedRow, RejectRow
 
@@ -155,6 +156,7 @@ def mine_documents(
     executor_of: Callable[[str], str] = lambda _text: "proxy",
     limits: PlanLimits = DEFAULT_LIMITS,
     in_process: bool = False,
+    progress_desc: str = "mine",
 ) -> tuple[list[MinedRow], list[RejectRow], MiningStats]:
     """Execute ``plan`` over ``docs`` in batches of ``batch_size`` documents, from this process.
 
@@ -180,12 +182,14 @@ def mine_documents(
     rows: list[MinedRow] = []
     rejects: list[RejectRow] = []
     t0 = time.perf_counter()
-    for batch in batches(docs, batch_size):
-        add_batch(stats, rows, rejects,
-                  mine_batch(plan, batch, get_label, get_span, log, executor_of, limits, in_process))
-        done = stats.docs_processed + stats.docs_rejected
-        elapsed = time.perf_counter() - t0
-        log(f"mined {done}/{len(docs)} docs, {len(rows)} rows, {done / max(elapsed, 1e-9):.1f} docs/s")
+    with progress(progress_desc, len(docs), "doc") as bar:  # a bar in `falconer run`
+        for batch in batches(docs, batch_size):
+            add_batch(stats, rows, rejects,
+                      mine_batch(plan, batch, get_label, get_span, log, executor_of, limits, in_process))
+            done = stats.docs_processed + stats.docs_rejected
+            elapsed = time.perf_counter() - t0
+            log(f"mined {done}/{len(docs)} docs, {len(rows)} rows, {done / max(elapsed, 1e-9):.1f} docs/s")
+            bar.update(len(batch), rows=len(rows), rejected=stats.docs_rejected)
     stats.rows = len(rows)
     stats.seconds = time.perf_counter() - t0
     return rows, rejects, stats

@@ -158,10 +158,10 @@ def bring_up_to_date(defs: dg.Definitions, instance: dg.DagsterInstance, data_di
     log(f"sync: tasks {task_sync.summary()}; corpus files {file_sync.summary()}")
     for req in file_sync.run_requests:
         runs.append(execute(defs, instance, [MINED], str(req.partition_key), "new_corpus_file"))
-        log(_describe(runs[-1]))
+        log(describe_run(runs[-1]))
     for name in sync.plans_built_from_other_specs(folder, instance):
         runs.append(execute(defs, instance, [PLAN], name, "plan_built_from_other_spec"))
-        log(_describe(runs[-1]))
+        log(describe_run(runs[-1]))
     asset_keys = defs.resolve_asset_graph().get_all_asset_keys()
     cursor = load_cursor(cursor_path)
     # Dagster's first evaluation with an empty cursor only records state (it requests nothing)
@@ -179,12 +179,13 @@ def bring_up_to_date(defs: dg.Definitions, instance: dg.DagsterInstance, data_di
             break
         for keys, partition in groups:
             runs.append(execute(defs, instance, keys, partition, "automation"))
-            log(_describe(runs[-1]))
+            log(describe_run(runs[-1]))
             if not runs[-1].success:
                 failed |= {(k.to_user_string(), partition) for k in keys}
     return runs
 
 
-def _describe(run: RunSummary) -> str:
+def describe_run(run: RunSummary) -> str:
+    """One line per run for the terminal: id, ok/FAILED, seconds, partition, asset keys."""
     status = "ok" if run.success else "FAILED"
     return f"run {run.run_id[:8]} {status} {run.seconds:6.1f} s  [{run.partition or '-'}] {', '.join(run.asset_keys)}"

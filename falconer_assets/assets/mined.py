@@ -143,6 +143,7 @@ def mined(context: dg.AssetExecutionContext, config: MiningConfig, workspace: Wo
         rows, plan_rejects, stats = mine_documents(
             plan, docs, count_yes(get_label, yes_counts), get_span,
             batch_size=config.batch_size, log=context.log.info, executor_of=executor_of, limits=config.limits(),
+            progress_desc=f"mine {context.partition_key}",
         )
         multi_window_docs = model.window_stats.multi_window_docs
         executor_metadata = {"executor": "in-process", "inference_precision": model.precision}

@@ -125,7 +125,7 @@ def proxy_checkpoint(context: dg.AssetExecutionContext, workspace: Workspace, pr
         earlier_docs = workspace.corpus(workspace.task(proxy.init_from_task).corpus).by_id
         earlier_examples, _ = training_examples(earlier, earlier_docs)
     before = model.evaluate(earlier_examples) if earlier_examples else None
-    stats = model.train(examples, proxy.train_config(), log=context.log.info)
+    stats = model.train(examples, proxy.train_config(), log=context.log.info, progress_desc=f"train proxy {task.name}")
     if earlier_examples:
         metadata.update(_continual(context, proxy.init_from_task, before, model.evaluate(earlier_examples)))
     save_checkpoint(model, out, version, inputs)

@@ -38,6 +38,7 @@ from falconer_assets.generator.sampling import (
 )
 from falconer_assets.inputs.corpus import Document
 from falconer_assets.llm.executor import LLMPrimitives
+from falconer_assets.progress import progress as progress_of
 from falconer_assets.versions import digest
 from falconer_assets.warehouse.rows import AnnotationRow
 
@@ -325,17 +326,20 @@ def annotate_sub_tasks(
     def annotate(st: SubTask, items: list[tuple[str, str, str]]) -> list[AnnotationRow]:
         kind, instruction = st
         rows = []
-        for start in range(0, len(items), PROGRESS_EVERY):  # chunks: concurrent calls, a progress line each
-            chunk = items[start:start + PROGRESS_EVERY]
-            answers = llm.annotate_many(kind, [docs[doc_id].text for doc_id, _, _ in chunk], instruction)
-            for (doc_id, split, origin), a in zip(chunk, answers):
-                rows.append(AnnotationRow(
-                    kind=kind, instruction=instruction, doc_id=doc_id, split=split, label=a.label,
-                    spans=tuple(a.spans), dropped=tuple(a.dropped), parse_ok=a.parse_ok, raw=a.raw,
-                    latency_s=a.latency_s, tokens=a.tokens, origin=origin))
-            n_done, total = len(llm.annotations), progress["total"]
-            rate = n_done / max(time.perf_counter() - progress["t0"], 1e-9)
-            log(f"annotated {n_done}/{total} ({rate:.2f}/s, ETA {max(total - n_done, 0) / rate:.0f} s)")
+        with progress_of(f"LLM {kind} {instruction[:40]!r}", len(items), "call") as bar:
+            for start in range(0, len(items), PROGRESS_EVERY):  # chunks: concurrent calls, a progress line each
+                chunk = items[start:start + PROGRESS_EVERY]
+                answers = llm.annotate_many(kind, [docs[doc_id].text for doc_id, _, _ in chunk], instruction)
+                for (doc_id, split, origin), a in zip(chunk, answers):
+                    rows.append(AnnotationRow(
+                        kind=kind, instruction=instruction, doc_id=doc_id, split=split, label=a.label,
+                        spans=tuple(a.spans), dropped=tuple(a.dropped), parse_ok=a.parse_ok, raw=a.raw,
+                        latency_s=a.latency_s, tokens=a.tokens, origin=origin))
+                n_done, total = len(llm.annotations), progress["total"]
+                rate = n_done / max(time.perf_counter() - progress["t0"], 1e-9)
+                log(f"annotated {n_done}/{total} ({rate:.2f}/s, ETA {max(total - n_done, 0) / rate:.0f} s)")
+                bar.update(len(chunk), tokens=sum(a.tokens for a in llm.annotations),
+                           cache_hits=sum(a.cached for a in llm.annotations))
         return rows
 
     sample_items = [(doc_id, split, "sample") for doc_id, split in sample]

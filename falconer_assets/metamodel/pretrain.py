@@ -263,7 +263,7 @@ def build_metamodel(
         raise ValueError(f"recipe {recipe} draws no pre-training example")
     base = resolve_encoder(recipe.base)
     model = NTEProxy.load(base, device=device, seed=recipe.train.seed)
-    stats = model.train(examples, recipe.train, log=log)
+    stats = model.train(examples, recipe.train, log=log, progress_desc="build metamodel (once)")
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save(tmp)

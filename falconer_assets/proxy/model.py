@@ -27,6 +27,7 @@ import json
 import math
 import random
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, Sequence
@@ -40,6 +41,7 @@ from transformers import (
     get_linear_schedule_with_warmup,
 )
 
+from falconer_assets.progress import progress
 from falconer_assets.proxy import nte
 from falconer_assets.proxy.encoders import CUCKOO_MODEL_ID, minilm_path
 from falconer_assets.proxy.precision import inference_model, resolve_precision
@@ -332,8 +334,12 @@ class NTEProxy:
         config: TrainConfig,
         log: Callable[[str], None] = print,
         dev_examples: list[TrainExample] | None = None,
+        progress_desc: str = "train proxy",
     ) -> dict:
         """Fine-tune on a mix of span and label examples (one model for both primitives).
+
+        Progress (steps, loss, dev score per epoch) also goes to :func:`falconer_assets.progress.progress`
+        under ``progress_desc`` (a bar in ``falconer run``).
 
         Each batch's loss is the mean over examples of the per-example mean token
         cross-entropy, so a label example (1-2 labelled tokens) weighs as much as a span
@@ -439,7 +445,9 @@ class NTEProxy:
         start_score = float("nan")
         step, epoch, epoch_loss, window = 0, 0, float("nan"), []
         curve: list[dict] = []
+        stack = ExitStack()
         try:
+            bar = stack.enter_context(progress(progress_desc, total, "step"))
             if dev_examples:  # the start is the first candidate: training must beat it to replace it
                 start_score = best_score = self.evaluate(dev_examples)["score"]
                 curve.append({"epoch": 0, "loss": None, "dev_score": start_score})
@@ -468,6 +476,7 @@ class NTEProxy:
                     step += 1
                     losses.append(loss.item())
                     window.append(loss.item())
+                    bar.update(1, loss=f"{loss.item():.3f}")
                     if step % 20 == 0:
                         log(f"step {step}/{total} loss {sum(window) / len(window):.4f}")
                         window = []
@@ -479,6 +488,7 @@ class NTEProxy:
                     continue
                 score = self.evaluate(dev_examples)["score"]
                 curve.append({"epoch": epoch, "loss": epoch_loss, "dev_score": score})
+                bar.update(0, epoch=epoch, dev=f"{score:.3f}")
                 log(f"epoch {epoch} loss {epoch_loss:.4f} dev score {score:.4f}")
                 if score > best_score:
                     best_score, best_epoch, stale = score, epoch, 0
@@ -493,6 +503,7 @@ class NTEProxy:
             if dev_examples and best_epoch == 0:
                 log(f"no epoch beat the start weights (dev score {start_score:.4f}): keeping them")
         finally:
+            stack.close()
             self.model.eval()
             self.precision, self._inference = precision, None  # inference copies are remade from the new weights
         return {

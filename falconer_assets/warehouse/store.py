@@ -206,6 +206,15 @@ def read_eval_metrics(conn: duckdb.DuckDBPyConnection, task: str) -> list[Metric
     return [MetricRow(kind, instruction, int(n), metric, float(value)) for kind, instruction, n, metric, value in rows]
 
 
+def task_names(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    """Tasks with a plan, a mined row or an eval metric in the warehouse, sorted."""
+    names: set[str] = set()
+    for table in ("plans", "mined", "eval_metrics"):
+        if has_table(conn, table):
+            names |= {r[0] for r in conn.execute(f"SELECT DISTINCT task FROM {table}").fetchall()}
+    return sorted(names)
+
+
 def mined_totals(conn: duckdb.DuckDBPyConnection, task: str) -> dict[str, int]:
     """``{"rows", "docs", "files", "rejects"}`` of ``task``: mined rows, documents with a row, corpus
     files with a row, rejected records (``mining_rejects``); zeros before any mining."""
