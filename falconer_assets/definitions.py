@@ -41,7 +41,6 @@ from falconer_assets.assets.plan import plan
 from falconer_assets.assets.proxy_checkpoint import proxy_checkpoint
 from falconer_assets.assets.sources import corpus_files, task_spec
 from falconer_assets.inputs.corpus import corpus_names
-from falconer_assets.partitions import TASKS
 from falconer_assets.resources.llm import LLMResource
 from falconer_assets.resources.proxy import ProxyResource
 from falconer_assets.resources.warehouse import WarehouseResource
@@ -93,7 +92,7 @@ def build_definitions(
         lambda spec: spec.merge_attributes(deps=[corpus_sample_key(c) for c in corpora]))
     mine_job = dg.define_asset_job(MINE_JOB, selection=dg.AssetSelection.assets(MINED),
                                    description="mine one (task, corpus file) partition with the task's current proxy")
-    chain_job = dg.define_asset_job(TASK_CHAIN_JOB, selection=TASK_CHAIN_SELECTION, partitions_def=TASKS,
+    chain_job = dg.define_asset_job(TASK_CHAIN_JOB, selection=TASK_CHAIN_SELECTION,
                                     description="one task: plan -> annotations -> proxy_checkpoint -> eval")
     sensors, schedules = build_sensors(data_dir, mine_job)
     if proxy is None:
