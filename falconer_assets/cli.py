@@ -3,6 +3,9 @@
     falconer run              # sync tasks/corpus files, then run whatever is missing or stale
     falconer run --force T    # also re-materialize task T's chain (plan..eval and its mining)
     falconer report           # print rows mined per task and the eval table from the warehouse
+    falconer new T --corpus C "instruction" [--field name:description ...]   # write data/tasks/T.yaml
+    falconer status           # each task's stages: fresh / stale / missing / failed / in progress
+    falconer export T --format parquet|csv|jsonl [--out PATH]   # T's mined rows with their text snippets
 
 ``falconer run`` does in one process what ``dagster dev`` does with its sensors and automation
 sensor (:func:`falconer_assets.orchestrate.bring_up_to_date`): a second run with nothing edited
@@ -213,7 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--verbose", action="store_true",
                        help="print every log line on the terminal instead of progress bars (or FALCONER_VERBOSE=1)")
     sub.add_parser("report", help="print the results already in the warehouse")
+    add_daily_commands(sub)
     args = parser.parse_args(argv)
+    if args.cmd in DAILY_COMMANDS:
+        return run_daily(args)
     from falconer_assets.warehouse.connect import DatabaseLockedError
 
     ok = True
@@ -226,6 +232,179 @@ def main(argv: list[str] | None = None) -> int:
         print(f"falconer: error: {exc}", file=sys.stderr)
         return 2
     return 0 if ok else 1
+
+
+# ---- the daily loop: falconer new / status / export ---------------------------------------------
+
+DAILY_COMMANDS = ("new", "status", "export")
+
+
+def add_daily_commands(sub) -> None:
+    """Register the ``new``, ``status`` and ``export`` sub-commands on ``sub`` (argparse subparsers)."""
+    from falconer_assets.export import EXPORT_FORMATS
+    from falconer_assets.inputs.tasks import TASK_KINDS
+
+    p_new = sub.add_parser("new", help="write a validated task file data/tasks/<task>.yaml",
+                           description="Write data/tasks/<task>.yaml, checked by the strict task loader. Without "
+                                       "--field, the LLM planner names the fields and its plan is written beside "
+                                       "the task as <task>.plan.py (used instead of the planner while it exists).")
+    p_new.add_argument("task", help="task name: lowercase letters, digits, _")
+    p_new.add_argument("instruction", help='what to mine, e.g. "Extract the license of each package"')
+    p_new.add_argument("--corpus", required=True, help="a folder data/corpora/<corpus>/ with *.jsonl files")
+    p_new.add_argument("--field", action="append", default=[], metavar="NAME:DESCRIPTION",
+                       help="an output field (repeat for several); none: the planner names them")
+    p_new.add_argument("--kind", choices=TASK_KINDS, default=None,
+                       help="default: from the plan's shape when the planner runs, else basic")
+    p_new.add_argument("--force", action="store_true", help="replace an existing task (and plan) file")
+    sub.add_parser("status", help="each task's stages: fresh / stale / missing / failed / in progress",
+                   description="Each task's stages as the automation conditions see them now; runs nothing.")
+    p_exp = sub.add_parser("export", help="write a task's mined rows (with text snippets) to a file")
+    p_exp.add_argument("task")
+    p_exp.add_argument("--format", choices=tuple(EXPORT_FORMATS), default="parquet", help="default parquet")
+    p_exp.add_argument("--out", type=Path, default=None, help="default data/exports/<task>.<format>")
+    p_exp.add_argument("--context", type=int, default=0, metavar="CHARS",
+                       help="also write up to CHARS characters before and after each span")
+
+
+def run_daily(args: argparse.Namespace) -> int:
+    """Run ``falconer new|status|export`` from parsed ``args``; returns the exit code (2 with a one-line
+    ``falconer: error: ...`` on stderr for a refused task, an existing file, nothing to export, a missing
+    warehouse or a locked one)."""
+    from falconer_assets.export import ExportError
+    from falconer_assets.inputs.tasks import TaskError
+    from falconer_assets.warehouse.connect import DatabaseLockedError
+
+    try:
+        if args.cmd == "new":
+            new_task(args.data_dir, args.task, args.corpus, args.instruction, args.field, args.kind, force=args.force)
+        elif args.cmd == "status":
+            status(args.data_dir)
+        else:
+            export(args.data_dir, args.task, args.format, args.out, context_chars=args.context,
+                   lock_wait_s=args.lock_wait)
+    except (TaskError, FileExistsError, FileNotFoundError, ExportError, DatabaseLockedError) as exc:
+        print(f"falconer: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def new_task(data_dir: Path, name: str, corpus: str, instruction: str, fields: list[str] | tuple[str, ...] = (),
+             kind: str | None = None, *, force: bool = False, llm=None, out=None):
+    """``falconer new``: write ``<data_dir>/tasks/<name>.yaml`` (see :func:`falconer_assets.authoring.write_task`).
+
+    Args:
+        fields: ``"name:description"`` strings; empty: the LLM planner names the fields and its plan is written
+            to ``<name>.plan.py``.
+        llm: the planner LLM, anything with ``chat(messages, max_tokens=...) -> result with .text`` (an
+            ``LLMResource``); default: the one ``falconer run`` uses (:func:`~falconer_assets.definitions.default_llm`,
+            the embedded model unless ``FALCONER_LLM_BASE_URL`` is set, its cache in ``<data_dir>``), stopped
+            afterwards. Not used when ``fields`` are given.
+
+    Returns:
+        The :class:`~falconer_assets.authoring.NewTask` written.
+
+    Raises:
+        TaskError: a bad name, kind, field or instruction, an unknown corpus (naming the known ones), or no valid
+            plan from the planner.
+        FileExistsError: the task (or its plan file) exists and ``force`` is false.
+    """
+    from falconer_assets.authoring import parse_field, write_task
+    from falconer_assets.plan.planner import PLANNER_MAX_TOKENS
+
+    out = out or sys.stdout
+    parsed = [parse_field(f) for f in fields]
+    own = None
+    if not parsed and llm is None:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Dagster's beta warnings while the code location's module loads
+            from falconer_assets.definitions import default_llm
+
+        own = llm = default_llm()
+        if not llm.base_url and llm.cache_path == "data/llm_cache.duckdb":
+            own = llm = llm.model_copy(update={"cache_path": str(data_dir / "llm_cache.duckdb")})
+        print(f"asking the planner ({llm.base_url or 'embedded ' + llm.model}) for a plan and its fields ...",
+              file=out, flush=True)
+    try:
+        made = write_task(data_dir, name, corpus, instruction, parsed, kind, force=force,
+                          chat=None if parsed else (lambda m, **p: llm.chat(m, max_tokens=PLANNER_MAX_TOKENS, **p).text))
+    finally:
+        if own is not None:
+            own.get_client().close()  # stops the embedded server if it was started
+    task = made.task
+    print(f"wrote {made.path} (kind {task.kind}, corpus {task.corpus}, fields: "
+          f"{', '.join(f.name for f in task.fields)})", file=out)
+    if made.plan_path is not None:
+        print(f"wrote {made.plan_path}: the planner's plan ({made.attempts} call(s)), used instead of the planner "
+              f"while the file exists; review it:\n\n{made.plan.source.rstrip()}\n", file=out)
+    elif task.plan_override_path.exists():
+        print(f"note: {task.plan_override_path} exists and is used instead of the planner; delete it to re-plan",
+              file=out)
+    print("next: `falconer run` builds it, `falconer status` shows where it stands", file=out)
+    return made
+
+
+def status(data_dir: Path, out=None):
+    """``falconer status``: print each task's stages (fresh / stale / missing / failed / in progress, the last
+    materialization time and a note) as the automation conditions see them on the persistent instance
+    (``$DAGSTER_HOME``, default ``<data_dir>/.dagster_home``) with the cursor ``falconer run`` saved there;
+    executes nothing and leaves the cursor as it was (:func:`falconer_assets.status.task_status`).
+
+    Returns:
+        The :class:`~falconer_assets.status.StatusReport` printed.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Dagster's beta/preview warnings while the code location loads
+        from falconer_assets.definitions import build_definitions
+        from falconer_assets.status import format_status, task_status
+
+        instance = _instance(data_dir)
+        try:
+            defs = build_definitions(data_dir)
+            result = task_status(defs, instance, data_dir, Path(os.environ["DAGSTER_HOME"]) / "falconer_automation_cursor")
+        finally:
+            instance.dispose()
+    print(format_status(result), file=out or sys.stdout)
+    return result
+
+
+def export(data_dir: Path, task: str, fmt: str = "parquet", out_path: Path | None = None, *, context_chars: int = 0,
+           lock_wait_s: float | None = None, out=None):
+    """``falconer export``: write ``task``'s mined rows with ``snippet`` = ``text[start:end]`` (and, with
+    ``context_chars``, ``context_before``/``context_after``) as ``fmt`` (parquet, csv, jsonl) to ``out_path``
+    (default ``<data_dir>/exports/<task>.<fmt>``); see :func:`falconer_assets.export.export_mined`.
+
+    Returns:
+        The :class:`~falconer_assets.export.ExportResult`.
+
+    Raises:
+        FileNotFoundError: ``<data_dir>/falconer.duckdb`` does not exist yet.
+        ExportError: an unknown task (the message lists the tasks) or nothing mined for it.
+        DatabaseLockedError: another process held the warehouse for ``lock_wait_s`` seconds.
+    """
+    from falconer_assets.export import default_export_path, export_mined
+    from falconer_assets.warehouse.connect import connect
+
+    out = out or sys.stdout
+    db = data_dir / "falconer.duckdb"
+    if not db.exists():
+        raise FileNotFoundError(f"{db} does not exist: run `falconer run` first")
+    path = out_path or default_export_path(data_dir, task, fmt)
+    known = sorted(p.stem for p in (data_dir / "tasks").glob("*.yaml"))
+    con = connect(db, read_only=True, wait_s=_lock_wait_default() if lock_wait_s is None else lock_wait_s)
+    try:
+        result = export_mined(con, data_dir / "corpora", task, fmt, path, known_tasks=known, context_chars=context_chars)
+    finally:
+        con.close()
+    print(f"wrote {result.rows} row(s) of task {task!r} from {result.docs} document(s) to {result.path}", file=out)
+    if result.missing_text or result.changed_text:
+        print(f"note: {result.missing_text} span row(s) have no snippet (document gone from its file) and "
+              f"{result.changed_text} a snippet that differs from the mined value (file edited since it was mined: "
+              f"`falconer run` re-mines it)", file=out)
+    return result
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@ Lineage (``[t]``: partition of task ``t``; ``[t, f]``: task ``t`` x corpus file 
 
     task_spec[t] -> plan[t] -+-> annotations[t] -> proxy_checkpoint[t] -+-> mined[t, f] <- corpus_files[f]
     <corpus>/corpus_sample --+                                          +-> eval[t]
+    task_labels[t] ----------+
 
-``task_spec`` and ``corpus_files`` are reported by sensors (see :mod:`falconer_assets.sensors`);
+``task_spec``, ``task_labels`` and ``corpus_files`` are reported by sensors (see :mod:`falconer_assets.sensors`);
 assets hand data to each other through the warehouse (``data/falconer.duckdb``) and the
 checkpoint folders, not through an IO manager;
 every asset reports a content-hash data version and re-runs only when a parent's data version
@@ -39,7 +40,7 @@ from falconer_assets.assets.keys import MINED, TASK_CHAIN, corpus_sample_key
 from falconer_assets.assets.mined import mined
 from falconer_assets.assets.plan import plan
 from falconer_assets.assets.proxy_checkpoint import proxy_checkpoint
-from falconer_assets.assets.sources import corpus_files, task_spec
+from falconer_assets.assets.sources import corpus_files, task_labels, task_spec
 from falconer_assets.inputs.corpus import corpus_names
 from falconer_assets.resources.llm import LLMResource
 from falconer_assets.resources.proxy import ProxyResource
@@ -105,7 +106,7 @@ def build_definitions(
         if not llm.base_url and llm.cache_path == "data/llm_cache.duckdb":
             llm = llm.model_copy(update={"cache_path": str(data_dir / "llm_cache.duckdb")})
     return dg.Definitions(
-        assets=[task_spec, corpus_files, *samples, plan, annotations_def, proxy_checkpoint, mined, eval_asset, report],
+        assets=[task_spec, task_labels, corpus_files, *samples, plan, annotations_def, proxy_checkpoint, mined, eval_asset, report],
         jobs=[chain_job, mine_job],
         sensors=sensors,
         schedules=schedules,

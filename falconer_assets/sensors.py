@@ -1,8 +1,8 @@
 """Sensors and the schedule that keep the graph in step with ``data/`` (all on by default).
 
 * ``falconer_task_files`` (every 15 s): adds/deletes ``tasks`` partitions for task files and
-  reports a ``task_spec`` materialization when a task file is new or edited; the automation
-  conditions then re-run that task's stale chain only.
+  reports a ``task_spec`` materialization when a task file is new or edited (a ``task_labels`` one
+  when its ``<task>.labels.jsonl`` is); the automation conditions then re-run that task's stale chain only.
 * ``falconer_corpus_files`` (every 30 s): registers new corpus files as ``corpus_files``
   partitions and requests mining of only those files (one run per task over that corpus that
   has a proxy).
@@ -36,7 +36,7 @@ def build_sensors(data_dir: Path, mine_job) -> tuple[list[dg.SensorDefinition], 
 
     @dg.sensor(name="falconer_task_files", minimum_interval_seconds=15,
                default_status=dg.DefaultSensorStatus.RUNNING,
-               description="data/tasks/*.yaml -> tasks partitions and task_spec versions")
+               description="data/tasks/*.yaml -> tasks partitions, task_spec and task_labels versions")
     def task_files_sensor(context: dg.SensorEvaluationContext):
         changes = sync.sync_tasks(data_dir, context.instance)
         for path, error in changes.errors.items():

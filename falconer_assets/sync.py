@@ -12,10 +12,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from falconer_assets.assets.keys import CORPUS_FILES_KEY, MINED, PLAN, PROXY_CHECKPOINT, TASK_SPEC
+from falconer_assets.assets.keys import CORPUS_FILES_KEY, MINED, PLAN, PROXY_CHECKPOINT, TASK_LABELS, TASK_SPEC
 from falconer_assets.inputs.corpus import corpus_file_paths, corpus_names
 from falconer_assets.inputs.tasks import Task, TaskError, load_task
-from falconer_assets.versions import file_sha256, task_spec_version
+from falconer_assets.versions import file_sha256, task_labels_version, task_spec_version
 from falconer_assets.partitions import CORPUS_FILES, TASKS, file_key, split_file_key, task_file_key
 
 DATA_VERSION_TAG = "dagster/data_version"
@@ -76,19 +76,25 @@ def load_valid_tasks(data_dir: Path) -> TaskFolder:
     return TaskFolder(tasks, errors)
 
 
-def task_changes(folder: TaskFolder, known: set[str], reported: dict[str, str]) -> Changes:
+def task_changes(folder: TaskFolder, known: set[str], reported: dict[str, str],
+                 reported_labels: dict[str, str] | None = None) -> Changes:
     """Compare ``data/tasks`` with the ``tasks`` partitions (``known``) and the last reported versions.
 
     Args:
         folder: the task files (:func:`load_valid_tasks`).
         known: current ``tasks`` partition keys.
         reported: ``{task: task_spec version}`` reported before (:func:`reported_task_versions`).
+        reported_labels: ``{task: task_labels version}`` reported before (``None``: none was).
 
     Returns:
         The changes: new tasks are added, tasks whose YAML is gone are deleted,
         new or edited tasks get a ``task_spec`` materialization (data version
-        :func:`~falconer_assets.versions.task_spec_version`). A malformed task file is
-        left out (an existing partition keeps its last good version) and named in ``errors``.
+        :func:`~falconer_assets.versions.task_spec_version`), and new tasks and tasks whose
+        ``<task>.labels.jsonl`` appeared, changed or went away get a ``task_labels`` one (data version
+        :func:`~falconer_assets.versions.task_labels_version`, ``"none"`` without the file: every task has
+        one, so ``annotations`` never waits for a missing parent). A malformed task file is
+        left out (an existing partition keeps its last good version) and named in ``errors``; the labels
+        file is only hashed here, ``annotations`` checks its lines.
     """
     tasks = folder.tasks
     changes = Changes(errors=dict(folder.errors))
@@ -100,6 +106,10 @@ def task_changes(folder: TaskFolder, known: set[str], reported: dict[str, str]) 
         if reported.get(name) != version or name not in known:
             changes.events.append(_reported(TASK_SPEC, name, version, path=dg.MetadataValue.path(str(task.path)),
                                             instruction=task.instruction, corpus=task.corpus))
+        labels = task_labels_version(task.path)
+        if (reported_labels or {}).get(name) != labels or name not in known:
+            changes.events.append(_reported(TASK_LABELS, name, labels, path=dg.MetadataValue.path(
+                str(task.labels_path)), present=task.labels_path.exists()))
     return changes
 
 
@@ -226,15 +236,17 @@ def plans_built_from_other_specs(folder: TaskFolder, instance: dg.DagsterInstanc
     return out
 
 
-def reported_task_versions(instance: dg.DagsterInstance, names: set[str]) -> dict[str, str]:
-    """``{task: data version}`` of the latest ``task_spec`` materialization of each partition in ``names``.
+def reported_task_versions(instance: dg.DagsterInstance, names: set[str],
+                           key: dg.AssetKey = TASK_SPEC) -> dict[str, str]:
+    """``{task: data version}`` of the latest ``key`` (``task_spec`` or ``task_labels``) materialization of
+    each partition in ``names``.
 
     The instance is the only state: the sensor and ``falconer run`` both read it, so a change
     reported by one is not reported again by the other.
     """
     out = {}
     for name in sorted(names):
-        reported = latest_materialization(instance, TASK_SPEC, name)
+        reported = latest_materialization(instance, key, name)
         version = (reported.tags or {}).get(DATA_VERSION_TAG) if reported is not None else None
         if version:
             out[name] = version
@@ -245,4 +257,5 @@ def sync_tasks(data_dir: Path, instance: dg.DagsterInstance, folder: TaskFolder 
     """:func:`task_changes` against the instance's partitions and reported versions (``folder``: the task
     files if already read)."""
     known = set(instance.get_dynamic_partitions(TASKS.name))
-    return task_changes(folder or load_valid_tasks(data_dir), known, reported_task_versions(instance, known))
+    return task_changes(folder or load_valid_tasks(data_dir), known, reported_task_versions(instance, known),
+                        reported_task_versions(instance, known, TASK_LABELS))

@@ -46,6 +46,14 @@ def task_spec_version(yaml_path: str | Path) -> str:
     return digest(file_sha256(yaml_path), file_sha256(override) if override.exists() else None)
 
 
+def task_labels_version(yaml_path: str | Path) -> str:
+    """Version of a task's human labels: the bytes of ``<name>.labels.jsonl`` beside ``<name>.yaml``, or
+    ``"none"`` when there is no such file. Any edit of the file changes it."""
+    yaml_path = Path(yaml_path)
+    labels = yaml_path.with_name(f"{yaml_path.stem}.labels.jsonl")
+    return digest("labels", file_sha256(labels)) if labels.exists() else "none"
+
+
 def rows_version(rows: Iterable[Iterable[object]]) -> str:
     """Version of a table slice: the sorted list of its rows (tuples of JSON-serializable values)."""
     return digest(sorted(json.dumps(list(r), default=str) for r in rows))

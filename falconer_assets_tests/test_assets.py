@@ -84,7 +84,8 @@ def test_whole_graph_materializes(materialized, tmp_path):
     # lineage: the stages exist with the expected upstreams and partitions
     graph = defs.resolve_asset_graph()
     assert graph.get(PLAN).parent_keys == {dg.AssetKey("task_spec")}
-    assert graph.get(ANNOTATIONS).parent_keys == {PLAN, dg.AssetKey(["debian_packages", "corpus_sample"])}
+    assert graph.get(ANNOTATIONS).parent_keys == {PLAN, dg.AssetKey("task_labels"),
+                                                  dg.AssetKey(["debian_packages", "corpus_sample"])}
     assert {PLAN, PROXY, dg.AssetKey("corpus_files")} <= graph.get(MINED).parent_keys
     assert graph.get(ANNOTATIONS).partitions_def == TASKS
     assert graph.get(MINED).partitions_def == TASK_FILE_PARTITIONS

@@ -297,7 +297,8 @@ def test_task_sensor_adds_and_removes_tasks_and_names_bad_files(graph):
     adds = [k for r in result.dynamic_partitions_requests if isinstance(r, dg.AddDynamicPartitionsRequest)
             for k in r.partition_keys]
     assert adds == ["extra_task"]  # the malformed file is left out, the others are unaffected
-    assert [e.partition for e in result.asset_events] == ["extra_task"]
+    assert sorted((e.asset_key.to_user_string(), e.partition) for e in result.asset_events) == [
+        ("task_labels", "extra_task"), ("task_spec", "extra_task")]
     errors = sync.sync_tasks(data_dir, instance).errors
     assert list(errors) == [str(data_dir / "tasks" / "broken_task.yaml")]
     assert "broken_task.yaml" in next(iter(errors.values()))

@@ -6,7 +6,7 @@ import dagster as dg
 import openai
 from dagster_duckdb import DuckDBResource
 
-from falconer_assets.assets.keys import ANNOTATIONS, PLAN
+from falconer_assets.assets.keys import ANNOTATIONS, PLAN, TASK_LABELS
 from falconer_assets.assets.metadata import md_table
 from falconer_assets.automation import on_change
 from falconer_assets.generator.annotate import AnnotationResult, LabelHeuristic, annotate_sub_tasks
@@ -17,6 +17,7 @@ from falconer_assets.proxy.model import NTEProxy
 from falconer_assets.resources.llm import LLMResource
 from falconer_assets.resources.proxy import ProxyResource
 from falconer_assets.resources.workspace import Workspace
+from falconer_assets.versions import task_labels_version
 from falconer_assets.warehouse.rows import annotation_set_version
 from falconer_assets.warehouse.store import (
     read_cached_stratum,
@@ -41,7 +42,7 @@ class AnnotationsConfig(dg.Config, LabelHeuristic):
 @dg.asset(
     key=ANNOTATIONS,
     partitions_def=TASKS,
-    deps=[PLAN],  # and every <corpus>/corpus_sample, added by definitions.py (the corpora are data)
+    deps=[PLAN, TASK_LABELS],  # and every <corpus>/corpus_sample, added by definitions.py (the corpora are data)
     code_version=ANNOTATIONS_VERSION,
     automation_condition=on_change(),
     group_name="generator",
@@ -69,8 +70,14 @@ def annotations(context: dg.AssetExecutionContext, config: AnnotationsConfig, wo
     `llm_no_response`, `llm_garbage_responses`, `llm_failures`, `llm_server_starts`; `garbage_answers`: label
     replies neither yes nor no); a call that still fails fails the run with those counts, and a re-run pays
     for no answer twice (LLM cache, sub-task cache).
+    Human labels (`data/tasks/<task>.labels.jsonl`, the `task_labels` source) replace the annotator's
+    answers on those docs and sub-tasks: the LLM is not asked them, the rows have `origin` "human" and
+    the doc's split from sampling (a doc outside the sample joins the training split); the file is
+    checked against the corpus text and the plan first, and any bad line fails the run naming it
+    (metadata `human_labels`, `human_labels_outside_sample`, `labels_version`).
     Writes the task's rows of `annotations`. Data version: the set of (kind, instruction, doc, split, label, spans), so an unchanged
-    annotation set leaves `proxy_checkpoint` fresh. Blocking check `nonempty`.
+    annotation set leaves `proxy_checkpoint` fresh (a labels edit that changes no answer, e.g. a human
+    confirming the LLM's, retrains nothing). Blocking check `nonempty`.
     """
     task = workspace.task(context.partition_key)
     try:
@@ -81,6 +88,11 @@ def annotations(context: dg.AssetExecutionContext, config: AnnotationsConfig, wo
     with warehouse.get_connection() as conn:
         plan = workspace.plan(conn, task.name)
         sampled = read_corpus_sample(conn, task.corpus)
+    sub_tasks = [(c.kind, c.instruction) for c in plan.calls]
+    labels_version = task_labels_version(task.path)  # the labels file these rows hold (metadata)
+    human = workspace.human_labels(task, corpus, sub_tasks)  # checked before any LLM call
+    if human is not None:
+        context.log.info(f"human labels {human.path}: {human.counts()}")
 
     def cached(key: str):
         with warehouse.get_connection() as conn:
@@ -105,11 +117,12 @@ def annotations(context: dg.AssetExecutionContext, config: AnnotationsConfig, wo
     try:
         result = annotate_sub_tasks(
             corpus=task.corpus, docs=corpus.by_id, sampled=sampled,
-            sub_tasks=[(c.kind, c.instruction) for c in plan.calls], heuristic=config,
+            sub_tasks=sub_tasks, heuristic=config,
             llm_identity=[llm.base_url, llm.model, llm.temperature, llm.max_tokens],
             scorer_name=proxy.base_model or "metamodel", cached=cached, save=save, chat=llm.chat,
             chat_many=llm.chat_many, load_scorer=lambda: _zero_shot_scorer(context, proxy), log=context.log.info,
-            cached_stratum=cached_stratum, save_stratum=save_stratum)
+            cached_stratum=cached_stratum, save_stratum=save_stratum,
+            human=human.by_sub_task() if human is not None else None)
     except (openai.OpenAIError, LlamaServerError) as exc:  # after every retry: a clear failure, faults counted
         faults = _llm_faults(before, llm.stats.as_dict())
         raise dg.Failure(
@@ -126,6 +139,7 @@ def annotations(context: dg.AssetExecutionContext, config: AnnotationsConfig, wo
     version = annotation_set_version(result.rows)
     yield dg.MaterializeResult(asset_key=ANNOTATIONS, metadata={**_metadata(result, config), "annotations": n,
                                                                 "annotation_set_version": version,
+                                                                "labels_version": labels_version,
                                                                 **_llm_faults(before, llm.stats.as_dict())},
                                data_version=dg.DataVersion(version))
     yield dg.AssetCheckResult(check_name="nonempty", asset_key=ANNOTATIONS, passed=n > 0, metadata={"annotations": n})
@@ -164,8 +178,10 @@ def _metadata(result: AnnotationResult, config: AnnotationsConfig) -> dict:
         "extra_label_annotations": sum(s["extra_docs"] for s in summary if s["kind"] == "label"),
         "extra_span_annotations": sum(s["extra_docs"] for s in summary if s["kind"] == "span"),
         "sub_tasks": dg.MetadataValue.md(md_table(
-            ["kind", "instruction", "sample docs", "extra docs", "yes labels / spans", "dropped answers",
-             "unparseable", "sub-task cache"], [list(s.values()) for s in summary])),
+            ["kind", "instruction", "sample docs", "extra docs", "human docs", "yes labels / spans",
+             "dropped answers", "unparseable", "sub-task cache"], [list(s.values()) for s in summary])),
+        "human_labels": result.human_rows,
+        "human_labels_outside_sample": result.human_outside_sample,
         "sub_tasks_reused": sum(st.reused for st in result.sub_tasks),
         "sub_tasks_annotated": sum(not st.reused for st in result.sub_tasks),
         "label_heuristic": dg.MetadataValue.json({

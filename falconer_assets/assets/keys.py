@@ -3,6 +3,7 @@
 import dagster as dg
 
 TASK_SPEC = dg.AssetKey("task_spec")
+TASK_LABELS = dg.AssetKey("task_labels")
 CORPUS_FILES_KEY = dg.AssetKey("corpus_files")
 PLAN = dg.AssetKey("plan")
 ANNOTATIONS = dg.AssetKey("annotations")

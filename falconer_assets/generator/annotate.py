@@ -9,7 +9,10 @@ For every unique sub-task ``(kind, instruction)`` of a plan, :func:`annotate_sub
    from a pool scored zero-shot by the proxy base; a span sub-task of a plan that also has label
    sub-tasks is annotated on their "likely positive" picks too (:func:`likely_positive_picks`), so
    a rare extraction (a genre, found only in games) gets training spans;
-3. hands each newly annotated sub-task to ``save`` as soon as it is done (a later failure keeps it).
+3. hands each newly annotated sub-task to ``save`` as soon as it is done (a later failure keeps it);
+4. puts the human answers (:mod:`falconer_assets.inputs.labels`) in place of the annotator's: the LLM is
+   never asked a (sub-task, doc) pair a human answered; the human row (origin ``"human"``) keeps the doc's
+   split from sampling, and a doc the flow would not have annotated joins the training split.
 
 I/O is injected (the cached rows, ``save``, the chat callable, the zero-shot scorer), so the
 Dagster asset around it only reads and writes the warehouse and reports metadata.
@@ -37,6 +40,7 @@ from falconer_assets.generator.sampling import (
     select_label_candidates,
 )
 from falconer_assets.inputs.corpus import Document
+from falconer_assets.inputs.labels import HumanLabel
 from falconer_assets.llm.executor import LLMPrimitives
 from falconer_assets.progress import progress as progress_of
 from falconer_assets.versions import digest
@@ -114,7 +118,8 @@ def _picks_extra_docs(heuristic: LabelHeuristic) -> bool:
 
 
 def subtask_cache_key(corpus: str, sample_version: str, sub_task: SubTask, heuristic: LabelHeuristic,
-                      llm_identity: Sequence[Any], scorer: str, extra_docs: Sequence[str] = ()) -> str:
+                      llm_identity: Sequence[Any], scorer: str, extra_docs: Sequence[str] = (),
+                      human_docs: Sequence[str] = ()) -> str:
     """Key of one sub-task's annotations in the sub-task cache: everything its rows depend on.
 
     That is the corpus, the sample (version of its (id, split) set), the sub-task, the LLM
@@ -128,6 +133,11 @@ def subtask_cache_key(corpus: str, sample_version: str, sub_task: SubTask, heuri
     extra docs, so those cached annotations stay valid. A plan that asks a sub-task already
     annotated under the same key reuses those rows without any LLM call.
 
+    ``human_docs``: the docs among the sub-task's candidates (the sample, and the Appendix B pool or
+    picks) that a human answered, so the LLM was not asked on them; the key holds them (sorted,
+    de-duplicated) only when there are any, so every key without human labels is what it was before
+    they existed. Only the set of docs counts, not the human answers: editing an answer reuses the rows.
+
     Raises:
         ValueError: ``extra_docs`` given for a label sub-task.
     """
@@ -140,17 +150,21 @@ def subtask_cache_key(corpus: str, sample_version: str, sub_task: SubTask, heuri
             extra = {**heuristic.settings(), "scorer": scorer}
     elif extra_docs:
         extra = {"likely_positive_docs": sorted(set(extra_docs))}
+    if human_docs:
+        extra = {**(extra or {}), "human_docs": sorted(set(human_docs))}
     return digest("subtask", corpus, sample_version, kind, instruction, list(llm_identity), extra)
 
 
 def stratum_cache_key(corpus: str, sample_version: str, sub_task: SubTask, llm_identity: Sequence[Any],
-                      extra_docs: Sequence[str]) -> str:
+                      extra_docs: Sequence[str], human_docs: Sequence[str] = ()) -> str:
     """Key of one sub-task's annotations on the extra held-out docs (:class:`HeldoutStratum`) in the
     sub-task cache: the corpus, the sample, the sub-task, the LLM and the doc ids (sorted). Separate from
-    :func:`subtask_cache_key`, so enlarging the held-out split leaves the cached training answers valid."""
+    :func:`subtask_cache_key`, so enlarging the held-out split leaves the cached training answers valid.
+    ``human_docs``: the extra docs a human answered (not asked of the LLM), in the key only when any."""
     kind, instruction = sub_task
+    parts = [sorted(set(human_docs))] if human_docs else []
     return digest("heldout_stratum", corpus, sample_version, kind, instruction, list(llm_identity),
-                  sorted(set(extra_docs)))
+                  sorted(set(extra_docs)), *parts)
 
 
 def likely_positive_picks(label_rows: Sequence[Sequence[AnnotationRow]]) -> list[str]:
@@ -195,11 +209,13 @@ class SubTaskAnnotations:
         return round(sum(parsed) / len(parsed), 4) if parsed else None
 
     def summary(self) -> dict:
-        """Counts for the metadata table: sample/extra docs, yes labels or spans, dropped, unparseable."""
+        """Counts for the metadata table: sample/extra/human docs, yes labels or spans, dropped, unparseable."""
         sample = sum(r.origin == "sample" for r in self.rows)
+        human = sum(r.origin == "human" for r in self.rows)
         kind = self.kind
         return {
-            "kind": kind, "instruction": self.instruction, "sample_docs": sample, "extra_docs": len(self.rows) - sample,
+            "kind": kind, "instruction": self.instruction, "sample_docs": sample,
+            "extra_docs": len(self.rows) - sample - human, "human_docs": human,
             "hits": sum(bool(r.label) for r in self.rows) if kind == "label" else sum(len(r.spans) for r in self.rows),
             "dropped": sum(len(r.dropped) for r in self.rows),
             "unparseable": sum(not r.parse_ok for r in self.rows),
@@ -228,6 +244,9 @@ class AnnotationResult:
             (``llm_seconds``: sum of the original call latencies).
         missing_ids: sampled ids that are no longer in the corpus (left out).
         stratum: the held-out enlargement, or ``None`` when the held-out split is the random sample only.
+        human_rows: rows answered by a human (origin ``"human"``), in place of the annotator's.
+        human_outside_sample: of those, rows of docs neither in the corpus sample nor among the extra
+            held-out docs (added to the training split).
     """
 
     sub_tasks: list[SubTaskAnnotations]
@@ -239,6 +258,8 @@ class AnnotationResult:
     llm_tokens: int = 0
     llm_seconds: float = 0.0
     missing_ids: list[str] = field(default_factory=list)
+    human_rows: int = 0
+    human_outside_sample: int = 0
 
     @property
     def rows(self) -> list[AnnotationRow]:
@@ -263,6 +284,7 @@ def annotate_sub_tasks(
     log: Callable[[str], None] = lambda _m: None,
     cached_stratum: Callable[[str], dict | None] = lambda _k: None,
     save_stratum: Callable[[str, dict], None] = lambda _k, _v: None,
+    human: Mapping[SubTask, Mapping[str, HumanLabel]] | None = None,
 ) -> AnnotationResult:
     """Annotate every sub-task of a plan on the corpus sample (plus Appendix B picks), reusing cached ones.
 
@@ -292,12 +314,19 @@ def annotate_sub_tasks(
         cached_stratum, save_stratum: the cache of held-out enlargement decisions
             (``HeldoutStratum.to_dict()``, or ``{}`` for "not enlarged") by key, so a re-run neither
             scores the held-out pool again nor calls the LLM.
+        human: human answers, ``{(kind, instruction): {doc_id: HumanLabel}}``
+            (:meth:`~falconer_assets.inputs.labels.HumanLabels.by_sub_task`). The annotator is never asked
+            those (sub-task, doc) pairs; each becomes a row of origin ``"human"`` with the doc's split from
+            sampling (the corpus sample's, ``heldout`` for an extra held-out doc, else ``train``) and, in
+            the held-out split, its stratum weight. The Appendix B picks and the held-out enlargement are
+            decided on the annotator's answers alone (a doc a human answered counts as not annotated there).
 
     Returns:
         The :class:`AnnotationResult`.
 
     Raises:
-        ValueError: a bad heuristic setting (before any LLM call), or no sampled doc left.
+        ValueError: a bad heuristic setting (before any LLM call), no sampled doc left, or a human answer
+            for a sub-task the plan does not ask or a doc not in ``docs``.
     """
     heuristic.check()
     missing = [i for i, _ in sampled if i not in docs]
@@ -307,15 +336,28 @@ def annotate_sub_tasks(
     sample_version = digest(sample)
     unique = list(dict.fromkeys(sub_tasks))
     labels = [st for st in unique if st[0] == "label"]
+    human = {st: dict(answers) for st, answers in (human or {}).items() if answers}
+    for st, answers in human.items():
+        if st not in unique:
+            raise ValueError(f"human labels for a sub-task the plan does not ask: {st!r}")
+        if unknown := [doc_id for doc_id in answers if doc_id not in docs]:
+            raise ValueError(f"human labels for a doc not in corpus {corpus!r}: {unknown[0]!r}")
+    sample_ids = {i for i, _ in sample}
 
-    def key(st: SubTask, extra_docs: Sequence[str] = ()) -> str:
-        return subtask_cache_key(corpus, sample_version, st, heuristic, llm_identity, scorer_name, extra_docs)
+    n_train = sum(s == "train" for _, s in sample)
+    budget = extra_budget(n_train, heuristic.label_extra_ratio) if heuristic.label_heuristic else 0
+    # the docs a label sub-task may be annotated on (the sample, the Appendix B pool): the human docs among
+    # them are not asked of the LLM, so they are part of the cache key; others leave the key as it was
+    candidates = sample_ids | (set(candidate_pool(docs, {i for i, _ in sampled}, heuristic.candidate_pool,
+                                                  heuristic.seed)) if budget and human else set())
+
+    def key(st: SubTask, extra_docs: Sequence[str] = (), among: set[str] = candidates) -> str:
+        return subtask_cache_key(corpus, sample_version, st, heuristic, llm_identity, scorer_name, extra_docs,
+                                 sorted(set(human.get(st, ())) & among))
 
     found = {st: cached(key(st)) for st in labels}
     todo = [st for st in labels if not found[st]]
 
-    n_train = sum(s == "train" for _, s in sample)
-    budget = extra_budget(n_train, heuristic.label_extra_ratio) if heuristic.label_heuristic else 0
     pool = (candidate_pool(docs, {i for i, _ in sampled}, heuristic.candidate_pool, heuristic.seed)
             if budget and todo else [])
     scorer: LabelScorer | None = None
@@ -325,6 +367,9 @@ def annotate_sub_tasks(
 
     def annotate(st: SubTask, items: list[tuple[str, str, str]]) -> list[AnnotationRow]:
         kind, instruction = st
+        answered = human.get(st, {})
+        progress["total"] -= sum(doc_id in answered for doc_id, _, _ in items)
+        items = [item for item in items if item[0] not in answered]  # a human answered: the LLM is not asked
         rows = []
         with progress_of(f"LLM {kind} {instruction[:40]!r}", len(items), "call") as bar:
             for start in range(0, len(items), PROGRESS_EVERY):  # chunks: concurrent calls, a progress line each
@@ -363,14 +408,14 @@ def annotate_sub_tasks(
     picks = ([doc_id for doc_id in likely_positive_picks([done[st].rows for st in labels]) if doc_id in docs]
              if _picks_extra_docs(heuristic) else [])
     spans = [st for st in unique if st[0] == "span"]
-    found = {st: cached(key(st, picks)) for st in spans}
+    found = {st: cached(key(st, picks, sample_ids | set(picks))) for st in spans}
     progress["total"] += sum(len(sample) + len(picks) for st in spans if not found[st])
     for st in spans:
         if found[st]:
             done[st] = SubTaskAnnotations(st, found[st], reused=True)
             continue
         rows = annotate(st, sample_items + [(doc_id, "train", "likely_positive") for doc_id in picks])
-        save(key(st, picks), rows)
+        save(key(st, picks, sample_ids | set(picks)), rows)
         done[st] = SubTaskAnnotations(st, rows, reused=False)
 
     stratum = _heldout_stratum(heuristic, docs, sampled, sample, [(st, done[st].rows) for st in labels],
@@ -378,20 +423,46 @@ def annotate_sub_tasks(
                                lambda extra: digest("stratum", corpus, sample_version, labels, list(llm_identity),
                                                     scorer_name, heuristic.model_dump(), extra),
                                cached_stratum, save_stratum)
-    if stratum is not None:  # every sub-task on the extra held-out docs, then every held-out row weighted
+    if stratum is not None:  # every sub-task on the extra held-out docs
         progress["total"] += len(stratum.extra) * len(unique)
         for st in unique:
-            skey = stratum_cache_key(corpus, sample_version, st, llm_identity, stratum.extra)
+            skey = stratum_cache_key(corpus, sample_version, st, llm_identity, stratum.extra,
+                                     sorted(set(human.get(st, ())) & set(stratum.extra)))
             rows = cached(skey)
             if not rows:
                 rows = annotate(st, [(doc_id, "heldout", HELDOUT_STRATUM) for doc_id in stratum.extra])
                 save(skey, rows)
+            done[st].rows = done[st].rows + rows
+    extra_heldout = set(stratum.extra) if stratum is not None else set()
+    split_of = {**{doc_id: "heldout" for doc_id in extra_heldout}, **dict(sample)}
+    for st, answers in human.items():  # the human answers in place of the annotator's
+        done[st].rows = ([r for r in done[st].rows if r.doc_id not in answers]
+                         + [human_row(h, st, split_of.get(doc_id, "train")) for doc_id, h in answers.items()])
+    if stratum is not None:  # every held-out row weighted by its stratum
+        for st in unique:
             done[st].rows = [dataclasses.replace(r, weight=stratum.weight(r.doc_id)) if r.split == "heldout"
-                             else r for r in done[st].rows + rows]
+                             else r for r in done[st].rows]
     return AnnotationResult(
         sub_tasks=[done[st] for st in unique], budget=budget, pool_size=len(pool), llm_calls=len(llm.annotations),
         llm_cache_hits=sum(a.cached for a in llm.annotations), llm_tokens=llm.tokens,
-        llm_seconds=llm.llm_seconds, missing_ids=missing, stratum=stratum)
+        llm_seconds=llm.llm_seconds, missing_ids=missing, stratum=stratum,
+        human_rows=sum(len(answers) for answers in human.values()),
+        human_outside_sample=sum(doc_id not in split_of for answers in human.values() for doc_id in answers))
+
+
+def human_row(answer: HumanLabel, sub_task: SubTask, split: str) -> AnnotationRow:
+    """The annotation row of a human answer: origin ``"human"``, ``split`` as given (``"train"`` or
+    ``"heldout"``), the answer's label or spans, no LLM cost; ``raw`` names the labels file line.
+
+    Raises:
+        ValueError: ``answer`` is not an answer to ``sub_task`` (another kind or question).
+    """
+    if answer.sub_task != tuple(sub_task):
+        raise ValueError(f"human answer to {answer.sub_task!r} given for sub-task {tuple(sub_task)!r}")
+    kind, instruction = sub_task
+    return AnnotationRow(kind=kind, instruction=instruction, doc_id=answer.doc_id, split=split,
+                         label=answer.label if kind == "label" else None, spans=answer.spans,
+                         raw=f"human label (labels file line {answer.line_no})", origin="human")
 
 
 def _heldout_stratum(heuristic: LabelHeuristic, docs: Mapping[str, Document], sampled: Sequence[tuple[str, str]],

@@ -130,6 +130,27 @@ def _parse(line: bytes) -> object:
     return obj
 
 
+def parse_json_line(line: bytes) -> object:
+    """The JSON value of one line (bytes, without its newline), parsed as strictly as a corpus line.
+
+    Raises:
+        ValueError: the line is not UTF-8, not JSON, has a duplicate key (at any depth), a ``NaN`` /
+            ``Infinity`` constant or an unpaired surrogate escape, or the parser failed in any other way
+            (``RecursionError`` on deep nesting, ...); the message starts with ``"invalid JSON: "`` and
+            names the problem (and the column for a syntax error), not the file or line.
+    """
+    try:
+        return _parse(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON: {exc.msg.removesuffix(' at')} at column {exc.colno}") from None
+    except _BadLine as exc:
+        raise ValueError(f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError("invalid JSON: nested too deeply (RecursionError)") from None
+    except Exception as exc:  # noqa: BLE001 - any parser failure is this line's problem
+        raise ValueError(f"invalid JSON: {type(exc).__name__}: {_clip(str(exc), 200)}") from None
+
+
 def _skip_line(fh: BufferedReader) -> None:
     """Move ``fh`` past the next newline (or to the end), holding at most :data:`SKIP_CHUNK_BYTES` at a time."""
     if not fh.seekable():
@@ -161,6 +182,13 @@ def _lines(fh: BufferedReader, max_line_bytes: int) -> Iterator[tuple[int, bytes
             yield line_no, line, True
         else:  # the last line, without a newline
             yield line_no, line, False
+
+
+def read_lines(fh: BufferedReader, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, bytes, bool]]:
+    """``(line_no, line, too_long)`` for every line of a binary file opened for reading (1-based line
+    numbers, newline stripped, a leading UTF-8 BOM dropped); an over-long line comes back cut to its
+    first ``max_line_bytes + 1`` bytes with ``too_long`` set, its rest skipped in bounded chunks."""
+    return _lines(fh, max_line_bytes)
 
 
 def read_corpus(path: str | Path, *, max_line_bytes: int = MAX_LINE_BYTES) -> tuple[list[Document], list[Reject]]:
@@ -201,18 +229,9 @@ def read_corpus(path: str | Path, *, max_line_bytes: int = MAX_LINE_BYTES) -> tu
                 reject(f"line longer than the {max_line_bytes}-byte limit {where}")
                 continue
             try:
-                obj = _parse(line)
-            except json.JSONDecodeError as exc:
-                reject(f"invalid JSON: {exc.msg.removesuffix(' at')} at column {exc.colno} {where}")
-                continue
-            except _BadLine as exc:
-                reject(f"invalid JSON: {exc} {where}")
-                continue
-            except RecursionError:
-                reject(f"invalid JSON: nested too deeply (RecursionError) {where}")
-                continue
-            except Exception as exc:  # noqa: BLE001 - any parser failure is this line's reject
-                reject(f"invalid JSON: {type(exc).__name__}: {_clip(str(exc), 200)} {where}")
+                obj = parse_json_line(line)
+            except ValueError as exc:
+                reject(f"{exc} {where}")
                 continue
             if not isinstance(obj, dict):
                 reject(f"expected a JSON object, got {type(obj).__name__}")

@@ -15,7 +15,8 @@ A task file looks like::
       delta: 0.1                 # ...holds with probability >= 1 - delta
       llm_budget: 0.2            # share of documents the LLM may answer beyond what the target needs
 
-An optional user-edited plan ``data/tasks/<name>.plan.py`` replaces the LLM planner.
+An optional user-edited plan ``data/tasks/<name>.plan.py`` replaces the LLM planner, and optional human
+labels ``data/tasks/<name>.labels.jsonl`` replace the LLM's annotations (:mod:`falconer_assets.inputs.labels`).
 
 Task files are untrusted input and read strictly (:func:`load_task`): size-capped, parsed by a safe YAML
 loader without anchors, aliases or duplicate keys, every name matched in full against its pattern, the
@@ -113,6 +114,12 @@ class Task:
     def plan_override_path(self) -> Path:
         """``<name>.plan.py`` beside the YAML: a user-edited plan used instead of the LLM planner."""
         return self.path.with_name(f"{self.name}.plan.py")
+
+    @property
+    def labels_path(self) -> Path:
+        """``<name>.labels.jsonl`` beside the YAML: human labels that override the LLM's annotations
+        (:mod:`falconer_assets.inputs.labels`)."""
+        return self.path.with_name(f"{self.name}.labels.jsonl")
 
     def fields_as_dicts(self) -> list[dict]:
         """``[{"name", "description"}, ...]`` for prompts."""

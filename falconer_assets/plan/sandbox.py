@@ -215,6 +215,39 @@ class ValidatedPlan:
         """Instructions of the ``get_span`` calls, in source order."""
         return tuple(c.instruction for c in self.calls if c.kind == "span")
 
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        """The output field names the plan writes, found statically, distinct, in source order.
+
+        A field name is a string written literally as a key: of a dict display (``{"price": spans}``),
+        a ``dict(price=spans)`` keyword, or a subscript assignment (``item["price"] = spans``). Keys
+        computed at run time (``{name: spans}``, f-strings) are not seen, so ``()`` means the plan names
+        no field literally. Names are returned as written, not checked against
+        :data:`~falconer_assets.plan.limits.FIELD_NAME_PATTERN` (the caller decides).
+        """
+        names: list[str] = []
+
+        def add(node: ast.AST | None) -> None:
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value not in names:
+                names.append(node.value)
+
+        nodes = sorted((n for n in ast.walk(ast.parse(self.source)) if hasattr(n, "lineno")),
+                       key=lambda n: (n.lineno, n.col_offset))
+        for node in nodes:
+            if isinstance(node, ast.Dict):
+                for key in node.keys:
+                    add(key)
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict":
+                for kw in node.keywords:
+                    if kw.arg is not None:
+                        add(ast.Constant(kw.arg))
+            elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in targets:
+                    if isinstance(target, ast.Subscript):
+                        add(target.slice)
+        return tuple(names)
+
 
 _REPR = reprlib.Repr()
 _REPR.maxlevel = 3

@@ -8,6 +8,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from falconer_assets.inputs.corpus import MAX_LINE_BYTES, Corpus, read_corpus_folder, valid_corpus_name
+from falconer_assets.inputs.labels import HumanLabels, SubTask, read_labels
 from falconer_assets.inputs.tasks import TASK_NAME_RE, Task, TaskError, load_task
 from falconer_assets.plan.sandbox import PlanValidationError, ValidatedPlan, validate_plan
 from falconer_assets.warehouse.store import read_plan
@@ -89,6 +90,26 @@ class Workspace(dg.ConfigurableResource):
         if not valid_corpus_name(corpus) or file_name in ("", ".", "..") or Path(file_name).name != file_name:
             raise dg.Failure(f"corpus file {corpus!r}/{file_name!r}: not a corpus name and a file name in its folder")
         return self.corpora_dir / corpus / file_name
+
+    def human_labels(self, task: Task, corpus: Corpus, sub_tasks: list[SubTask]) -> HumanLabels | None:
+        """The task's human labels (``<data_dir>/tasks/<task>.labels.jsonl``), checked against the corpus
+        text and the plan's sub-tasks (:func:`~falconer_assets.inputs.labels.read_labels`); ``None`` when
+        the task has no labels file. Read on every call (the ``annotations`` asset calls it once).
+
+        Raises:
+            dg.Failure: the file cannot be read, or any line is bad (the message names the file and lists
+                the bad lines with their problems; no label of the file is used).
+        """
+        path = task.labels_path
+        if not path.exists():
+            return None
+        try:
+            labels = read_labels(path, corpus.by_id, sub_tasks, corpus=corpus.name, max_line_bytes=self.max_line_bytes)
+        except OSError as exc:
+            raise dg.Failure(f"human labels {path}: cannot read: {exc.strerror or exc}") from exc
+        if labels.problems:
+            raise dg.Failure(labels.error_message(), metadata={"labels_file": str(path), **labels.counts()})
+        return labels
 
     @staticmethod
     def validate(source: str, origin: str) -> ValidatedPlan:

@@ -14,15 +14,18 @@ from datetime import datetime
 from falconer_assets.spans import Span
 from falconer_assets.versions import digest
 
-ANNOTATION_ORIGINS: tuple[str, ...] = ("sample", "random", "likely_positive", "likely_negative", "heldout_stratum")
+ANNOTATION_ORIGINS: tuple[str, ...] = ("sample", "random", "likely_positive", "likely_negative", "heldout_stratum",
+                                       "human")
 """Values of :attr:`AnnotationRow.origin`, i.e. why the doc was annotated: ``"sample"`` for a doc of the
 seeded corpus sample (every sub-task; split train or heldout); otherwise the reason the Appendix B
 heuristic picked an extra training doc for that one label sub-task (split train), as returned by
 :func:`falconer_assets.generator.sampling.select_label_candidates`: ``"random"`` (a uniform draw from
 the scored pool), ``"likely_positive"`` or ``"likely_negative"``; ``"heldout_stratum"`` for an extra
 held-out doc drawn from the high-score stratum (every sub-task; split heldout, weighted, see
-:class:`falconer_assets.generator.sampling.HeldoutStratum`). ``None`` only in rows written before the
-column existed (those all came from the corpus sample)."""
+:class:`falconer_assets.generator.sampling.HeldoutStratum`); ``"human"`` for an answer from the task's
+labels file (:mod:`falconer_assets.inputs.labels`), which replaces the annotator's on that doc and sub-task:
+its split is the doc's from sampling (train for a doc outside the sample and the extra held-out docs).
+``None`` only in rows written before the column existed (those all came from the corpus sample)."""
 
 
 def spans_to_json(spans: tuple[Span, ...] | list[Span]) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 
 import duckdb
+import polars as pl
 
 from falconer_assets.inputs.corpus import Reject
 from falconer_assets.warehouse.rows import (
@@ -263,6 +264,33 @@ def read_mined(conn: duckdb.DuckDBPyConnection, task: str, doc_ids: Sequence[str
         'SELECT doc_id, field, value, start, "end", score, executor FROM mined WHERE task = ? AND doc_id IN '
         '(SELECT unnest(?::VARCHAR[])) ORDER BY doc_id, start NULLS FIRST, field', [task, list(doc_ids)]).fetchall()
     return [MinedRow(d, f, v, s, e, float(sc), ex or "proxy") for d, f, v, s, e, sc, ex in rows]
+
+
+# ---- export (`falconer export`) -----------------------------------------------------------------
+
+MINED_EXPORT_COLUMNS = ("task", "file", "doc_id", "field", "value", "start", "end", "score", "executor")
+"""The columns of :func:`read_mined_frame`, in order."""
+
+
+def read_mined_frame(conn: duckdb.DuckDBPyConnection, task: str) -> pl.DataFrame:
+    """Every mined row of ``task`` as a polars frame with :data:`MINED_EXPORT_COLUMNS` (``start``/``end``:
+    character offsets into the document text, null for boolean fields; ``score`` in [0, 1]), ordered by
+    file, document, offset (nulls first) and field; an empty frame with those columns before any mining."""
+    if not has_table(conn, "mined"):
+        return pl.DataFrame(schema={"task": pl.Utf8, "file": pl.Utf8, "doc_id": pl.Utf8, "field": pl.Utf8,
+                                    "value": pl.Utf8, "start": pl.Int32, "end": pl.Int32, "score": pl.Float64,
+                                    "executor": pl.Utf8})
+    return conn.execute(
+        'SELECT task, file, doc_id, field, value, start, "end", score, coalesce(executor, \'proxy\') AS executor '
+        'FROM mined WHERE task = ? ORDER BY file NULLS FIRST, doc_id, start NULLS FIRST, field, "end"',
+        [task]).pl()
+
+
+def mined_tasks(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    """The tasks with at least one mined row, sorted (``[]`` before any mining)."""
+    if not has_table(conn, "mined"):
+        return []
+    return [r[0] for r in conn.execute("SELECT DISTINCT task FROM mined ORDER BY task").fetchall()]
 
 
 # ---- report -------------------------------------------------------------------------------------
