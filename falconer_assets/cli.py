@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # ---- the daily loop: falconer new / status / export ---------------------------------------------
 
-DAILY_COMMANDS = ("new", "status", "export")
+DAILY_COMMANDS = ("new", "plan", "status", "export")
 
 
 def add_daily_commands(sub) -> None:
@@ -256,6 +256,11 @@ def add_daily_commands(sub) -> None:
     p_new.add_argument("--kind", choices=TASK_KINDS, default=None,
                        help="default: from the plan's shape when the planner runs, else basic")
     p_new.add_argument("--force", action="store_true", help="replace an existing task (and plan) file")
+    p_plan = sub.add_parser("plan", help="ask the planner for a task's plan, print it and write data/tasks/<task>.plan.py",
+                            description="The plan is written beside the task for review and editing; while the file "
+                                        "exists the plan asset uses it instead of the planner.")
+    p_plan.add_argument("task")
+    p_plan.add_argument("--force", action="store_true", help="replace an existing <task>.plan.py")
     sub.add_parser("status", help="each task's stages: fresh / stale / missing / failed / in progress",
                    description="Each task's stages as the automation conditions see them now; runs nothing.")
     p_exp = sub.add_parser("export", help="write a task's mined rows (with text snippets) to a file")
@@ -277,6 +282,8 @@ def run_daily(args: argparse.Namespace) -> int:
     try:
         if args.cmd == "new":
             new_task(args.data_dir, args.task, args.corpus, args.instruction, args.field, args.kind, force=args.force)
+        elif args.cmd == "plan":
+            plan_task(args.data_dir, args.task, force=args.force)
         elif args.cmd == "status":
             status(args.data_dir)
         else:
@@ -286,6 +293,63 @@ def run_daily(args: argparse.Namespace) -> int:
         print(f"falconer: error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _planner_llm(data_dir: Path):
+    """The LLM ``falconer run`` uses (:func:`~falconer_assets.definitions.default_llm`), its cache in ``data_dir``."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Dagster's beta warnings while the code location's module loads
+        from falconer_assets.definitions import default_llm
+
+    llm = default_llm()
+    if not llm.base_url and llm.cache_path == "data/llm_cache.duckdb":
+        llm = llm.model_copy(update={"cache_path": str(data_dir / "llm_cache.duckdb")})
+    return llm
+
+
+def plan_task(data_dir: Path, name: str, *, force: bool = False, llm=None, out=None) -> str:
+    """``falconer plan <task>``: the planner's plan for the task, printed and written to ``<task>.plan.py``
+    (:func:`~falconer_assets.plan.planner.plan_for_task`).
+
+    Args:
+        llm: as for :func:`new_task` (default: the one ``falconer run`` uses, stopped afterwards).
+
+    Returns:
+        The text written.
+
+    Raises:
+        TaskError: the task file is missing or invalid, or the planner wrote no valid plan.
+        FileExistsError: ``<task>.plan.py`` exists and ``force`` is false.
+    """
+    from falconer_assets.inputs.tasks import TASK_NAME_RE, TaskError, load_task
+    from falconer_assets.plan.planner import PLANNER_MAX_TOKENS, plan_for_task
+    from falconer_assets.plan.sandbox import PlanValidationError
+
+    out = out or sys.stdout
+    if not TASK_NAME_RE.fullmatch(name):
+        raise TaskError(f"{name!r} is not a task name (lowercase letters, digits, _)")
+    path = data_dir / "tasks" / f"{name}.yaml"
+    if not path.is_file():
+        raise TaskError(f"no task file {path}: write one with `falconer new`")
+    task = load_task(path, data_dir)
+    own = None
+    if llm is None:
+        own = llm = _planner_llm(data_dir)
+    print(f"asking the planner ({llm.base_url or 'embedded ' + llm.model}) for a plan ...", file=out, flush=True)
+    try:
+        source, report = plan_for_task(task, lambda m, **p: llm.chat(m, max_tokens=PLANNER_MAX_TOKENS, **p).text,
+                                       overwrite=force)
+    except PlanValidationError as exc:
+        raise TaskError(f"the planner wrote no valid plan for task {name!r}: {exc}") from exc
+    finally:
+        if own is not None:
+            own.get_client().close()  # stops the embedded server if it was started
+    print(f"wrote {report['path']} ({report['attempts']} planner call(s)); the plan asset uses it while it exists:\n",
+          file=out)
+    print(source.rstrip(), file=out)
+    return source
 
 
 def new_task(data_dir: Path, name: str, corpus: str, instruction: str, fields: list[str] | tuple[str, ...] = (),

@@ -316,3 +316,33 @@ def test_export_errors_and_out_path(data_dir, capsys, tmp_path):
     frame = pl.read_ndjson(target)
     assert frame.height == 5 and "context_before" not in frame.columns
     assert not (data_dir / "exports").exists()
+
+
+def test_plan_writes_the_planners_plan_beside_the_task_and_refuses_to_overwrite(tmp_path):
+    """`falconer plan <task>` with a scripted planner: printed, written, then kept unless --force."""
+    import io
+
+    import pytest
+
+    from falconer_assets.cli import plan_task
+    from falconer_assets.inputs.tasks import TaskError
+    from falconer_assets_tests.conftest import GAME_PLAN, make_small_data_dir
+
+    data = make_small_data_dir(tmp_path)
+
+    class Planner:
+        base_url, model, calls = "scripted", "scripted", 0
+
+        def chat(self, messages, **params):
+            Planner.calls += 1
+            return type("R", (), {"text": f"```python\n{GAME_PLAN}```"})()
+
+    out = io.StringIO()
+    source = plan_task(data, "debian_game_genres", llm=Planner(), out=out)
+    written = data / "tasks" / "debian_game_genres.plan.py"
+    assert written.read_text() == source and "get_label(texts" in source and "get_label(texts" in out.getvalue()
+    with pytest.raises(FileExistsError, match="exists"):
+        plan_task(data, "debian_game_genres", llm=Planner(), out=io.StringIO())
+    assert Planner.calls == 1  # refused before any LLM call
+    with pytest.raises(TaskError, match="no task file"):
+        plan_task(data, "no_such_task", llm=Planner(), out=io.StringIO())

@@ -74,11 +74,13 @@ def test_extract_code_empty_raises(reply):
 def test_system_prompt_examples_are_valid_plans():
     blocks = PLANNER_SYSTEM_PROMPT.split("```python\n")[1:]
     codes = [b.split("```")[0] for b in blocks if b.startswith("def ")]
-    assert len(codes) == 2
+    assert len(codes) == 4  # one per category of the paper's Table 1
     calls = [validate_plan(c).calls for c in codes]
     assert calls[0] == (PrimitiveCall("span", "Who is the speaker of the talk?"),)
-    assert calls[1] == (PrimitiveCall("label", "Is this review positive?"),
-                        PrimitiveCall("span", "What is the price of the laptop?"))
+    assert calls[1] == (PrimitiveCall("label", "Is this text message spam?"),
+                        PrimitiveCall("span", "What phone number does the message give?"))
+    assert [c.kind for c in calls[2]] == ["label", "label", "span", "span"]
+    assert [c.kind for c in calls[3]] == ["span", "span"]
     for word in ("get_label", "get_span", "import", "and", "None"):
         assert word in PLANNER_SYSTEM_PROMPT
 
@@ -218,5 +220,7 @@ def test_dry_run_uses_several_batch_sizes_and_the_worker():
     return [None] * len(texts)'''
     chat = ScriptedChat([f"```python\n{crash}\n```", VALID_REPLY])
     plan, attempts = plan_with_retries(chat, INSTRUCTION, FIELDS)
-    assert attempts[0].error == "plan process died with SIGSEGV (dry run on 1 text)"
+    first, trace = attempts[0].error.split("\n")
+    assert first == "plan process died with SIGSEGV (dry run on 1 text)"
+    assert "get_label(1 text, 'Is it?')" in trace  # the dry run's calls are fed back with the error
     assert plan.source == EXAMPLE_PLAN

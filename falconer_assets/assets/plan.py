@@ -54,7 +54,7 @@ def plan(context: dg.AssetExecutionContext, workspace: Workspace, llm: LLMResour
     else:
         try:
             validated, attempts = plan_with_retries(
-                lambda messages: llm.chat(messages, max_tokens=PLANNER_MAX_TOKENS).text,
+                lambda messages, **params: llm.chat(messages, max_tokens=PLANNER_MAX_TOKENS, **params).text,
                 task.instruction,
                 task.fields_as_dicts(),
             )

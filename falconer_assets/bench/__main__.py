@@ -9,6 +9,10 @@ Default ``--out``: ``docs/bench`` for the full grid, ``data/bench_quick`` for ``
 proxy over growing prefixes of the whole Debian archive, against the LLM and this machine's matmul peak
 (:mod:`falconer_assets.bench.mining`; ``mining.json``, ``mining.md``, ``mining.png``).
 
+``python -m falconer_assets.bench planning [--quick] [--model 0.5b|1.5b|all] [--both]``: the LLM planner scored by
+execution on 42 instructions in the paper's Table 1 categories (:mod:`falconer_assets.bench.planning`;
+``planning.json``, ``planning.md``, ``planning.png``).
+
 ``python -m falconer_assets.bench inference [--quick] [--docs N] [--tasks ...] [--candidates ...]``: docs/s, held-out
 F1 and agreement with fp32 of the proxy's inference paths (fp32, bf16, int8, ONNX Runtime), and the default
 precision they justify (:mod:`falconer_assets.bench.inference`; ``inference.json``, ``.md``, ``.png``).
@@ -86,7 +90,22 @@ def main(argv: list[str] | None = None) -> int:
     inf.add_argument("--out", default=None, help="results folder (default docs/bench; --quick: data/bench_quick)")
     inf.add_argument("--work", default=None, help="exported ONNX graphs (default data/bench_inference)")
     inf.add_argument("--report", action="store_true", help="only rebuild inference.md and inference.png from the json")
+    pl = sub.add_parser("planning", help="the planner scored by execution on 42 instructions (paper Table 1's categories)")
+    pl.add_argument("--quick", action="store_true", help="6 instructions (one or two per category)")
+    pl.add_argument("--model", default="1.5b", help="embedded model: 0.5b, 1.5b or all (default 1.5b)")
+    pl.add_argument("--base-url", default=None, help="an OpenAI-compatible endpoint instead of the embedded models")
+    pl.add_argument("--api-model", default=None, help="the model name at --base-url")
+    pl.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key for --base-url")
+    pl.add_argument("--no-examples", action="store_true", help="plan without the in-context examples")
+    pl.add_argument("--both", action="store_true", help="plan with and without the in-context examples")
+    pl.add_argument("--cases", default=None, help="comma list of case ids (default: all; --quick: the quick subset)")
+    pl.add_argument("--budget-min", type=float, default=None, help="start no new case after this many minutes")
+    pl.add_argument("--out", default=None, help="results folder (default docs/bench; --quick: data/bench_quick)")
+    pl.add_argument("--threads", type=int, default=None, help="CPU threads of the embedded model (default: all cores)")
+    pl.add_argument("--report", action="store_true", help="only rebuild planning.md and planning.png from the json")
     args = parser.parse_args(argv)
+    if args.cmd == "planning":
+        return _planning(args)
     if args.cmd == "inference":
         return _inference(args)
     if args.cmd == "e2e":
@@ -229,6 +248,52 @@ def _inference(args) -> int:
         print(f"bench inference: {exc}", file=sys.stderr)
         return 2
     print((out / "inference.md").read_text())
+    return 0
+
+
+def _planning(args) -> int:
+    """``bench planning``: see :mod:`falconer_assets.bench.planning`."""
+    from falconer_assets.bench import planning
+
+    if args.base_url:
+        if not args.api_model:
+            print("bench planning: --base-url needs --api-model", file=sys.stderr)
+            return 2
+        models = [planning.ModelSpec(args.api_model, args.base_url, os.environ.get(args.api_key_env, "sk-no-key"))]
+    elif args.model == "all":
+        models = [planning.ModelSpec(planning.EMBEDDED[k]) for k in ("1.5b", "0.5b")]
+    elif args.model in planning.EMBEDDED:
+        models = [planning.ModelSpec(planning.EMBEDDED[args.model])]
+    else:
+        print(f"bench planning: --model must be 0.5b, 1.5b or all, got {args.model!r}", file=sys.stderr)
+        return 2
+    modes = (True, False) if args.both else ((False,) if args.no_examples else (True,))
+    cases = tuple(args.cases.split(",")) if args.cases else planning.default_cases(args.quick)
+    out = Path(args.out or ("data/bench_quick" if args.quick else "docs/bench"))
+    t0 = time.perf_counter()
+    if args.report:
+        rows = planning._load(out / "planning.json")
+    else:
+        try:
+            rows = planning.run(models, cases, modes, out / "planning.json", log=lambda m: print(m, flush=True),
+                                budget_s=args.budget_min * 60 if args.budget_min else None, threads=args.threads)
+        except KeyError as exc:
+            print(f"bench planning: unknown case {exc}", file=sys.stderr)
+            return 2
+    rows = planning.rescore(rows, out / "planning.json")  # the current oracle, no LLM call
+    header = (f"# Planning benchmark{' (quick)' if args.quick else ''}\n\n"
+              f"Command: `python -m falconer_assets.bench planning [--quick] [--model 0.5b|1.5b|all] [--both]`; "
+              f"planner version {planning.planner_version()}; this invocation {(time.perf_counter() - t0) / 60:.1f} min. "
+              "Each instruction of `falconer_assets/bench/planning_cases.py` is planned by the LLM planner (3 "
+              "attempts, errors and the dry run fed back, retries sampled at temperature 0.7) and the plan is "
+              "run on a synthetic corpus (32 package descriptions or 32 product reviews with known attributes) "
+              "with oracle get_label/get_span that answer from those attributes; it scores when its output "
+              "table equals the expected one. Any correct plan counts.\n\n![accuracy per category](planning.png)\n\n")
+    text = planning.markdown(rows, header)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "planning.md").write_text(text, encoding="utf-8")
+    planning.plot(rows, out / "planning.png")
+    print(text)
     return 0
 
 
