@@ -21,6 +21,7 @@ from dagster_shared.serdes import deserialize_value, serialize_value
 
 from falconer_assets import sync
 from falconer_assets.assets.keys import MINED, PLAN
+from falconer_assets.osutil import pid_exists
 
 
 @dataclass
@@ -63,13 +64,7 @@ def _alive(pid: int, start_time: str) -> bool:
     """Whether the process ``pid`` that started at ``start_time`` (``"?"``: unknown, no ``/proc``) still runs."""
     if start_time != "?":
         return _start_time(pid) == start_time
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_exists(pid)
 
 
 def process_tag(pid: int | None = None) -> str:

@@ -61,12 +61,12 @@ def block():
     time.sleep(120)
 
 if step == "copied":  # the temporary parts are written, nothing committed: block when flushing the first one
-    real_fsync = tables._fsync
+    real_fsync = tables.fsync_path
     def fsync(path, directory=False):
         if str(path).endswith(".tmp"):
             block()
         real_fsync(path, directory)
-    tables._fsync = fsync
+    tables.fsync_path = fsync
 else:  # "renaming": committed and journalled; block before the second part's rename (mined is renamed)
     real_replace, seen = os.replace, []
     def replace(src, dst):

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from falconer_assets.inputs.corpus import Document
 from falconer_assets.proxy.model import NTEProxy, TrainExample
+from falconer_assets.osutil import fsync_path, pid_exists
 from falconer_assets.proxy.training import TrainConfig
 from falconer_assets.versions import digest, file_sha256
 from falconer_assets.warehouse.rows import AnnotationRow
@@ -133,30 +134,6 @@ def stored_version(folder: str | Path) -> str | None:
     return json.loads((Path(folder) / VERSION_FILE).read_text()).get("version")
 
 
-def _fsync(path: Path, directory: bool = False) -> None:
-    """Flush a file (or a folder's entries) to disk; a no-op where the OS refuses."""
-    try:
-        fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale_temps(folder: str | Path) -> list[Path]:
     """Remove the temporary siblings (``.<name>.<host>.<pid>.tmp`` / ``.old``, and ``<name>.tmp`` of older
     versions) that a save of checkpoint ``folder`` left behind when its process died.
@@ -178,7 +155,7 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
         if m is not None:
             mine = m.group("host") == _HOST
             pid = int(m.group("pid"))
-            dead = mine and pid != os.getpid() and not _alive(pid)
+            dead = mine and pid != os.getpid() and not pid_exists(pid)
         elif path.name == f"{out.name}.tmp":  # the fixed temporary name of older versions
             dead = True
         else:
@@ -228,14 +205,14 @@ def write_checkpoint(folder: str | Path, write: Callable[[Path], None], version:
             rel = path.relative_to(tmp).as_posix()
             if rel == VERSION_FILE:
                 continue
-            _fsync(path)
+            fsync_path(path)
             files[rel] = {"size": path.stat().st_size, "sha256": file_sha256(path)}
         manifest = tmp / VERSION_FILE
         manifest.write_text(json.dumps({"version": version, "inputs": inputs, "files": files}, indent=1,
                                        default=str))
-        _fsync(manifest)
+        fsync_path(manifest)
         for d in sorted({p.parent for p in tmp.rglob("*")} | {tmp}):
-            _fsync(d, directory=True)
+            fsync_path(d, directory=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -243,7 +220,7 @@ def write_checkpoint(folder: str | Path, write: Callable[[Path], None], version:
     if out.exists():
         out.rename(old)
     tmp.rename(out)
-    _fsync(out.parent, directory=True)
+    fsync_path(out.parent, directory=True)
     shutil.rmtree(old, ignore_errors=True)
     return out
 

@@ -29,6 +29,8 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from falconer_assets.osutil import fsync_path, pid_exists
+
 SCHEMA: dict[str, str] = {
     "corpus_sample": "corpus VARCHAR, doc_id VARCHAR, split VARCHAR",
     "corpus_rejects": "corpus VARCHAR, source VARCHAR, line_no INTEGER, record_id VARCHAR, reason VARCHAR, raw VARCHAR",
@@ -194,17 +196,6 @@ def _writer_of(name: str) -> tuple[str, int] | None:
     return None if m is None else (m.group("host"), int(m.group("pid")))
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this machine (a zombie, killed but not yet reaped, counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _dead_writer(entry: os.DirEntry, now: float) -> bool:
     """Whether the temporary file or journal ``entry`` belongs to a writer that is gone: a process of
     this machine that no longer exists, or any file older than :data:`STALE_TMP_AGE_S`."""
@@ -212,27 +203,12 @@ def _dead_writer(entry: os.DirEntry, now: float) -> bool:
     if writer is None:
         return False
     host, pid = writer
-    if host == _HOST and pid != os.getpid() and not _alive(pid):
+    if host == _HOST and pid != os.getpid() and not pid_exists(pid):
         return True
     try:
         return now - entry.stat().st_mtime > STALE_TMP_AGE_S
     except FileNotFoundError:
         return False
-
-
-def _fsync(path: Path, directory: bool = False) -> None:
-    """Flush ``path`` (a file, or a folder's entries) to disk; a no-op where the OS refuses (e.g. a folder
-    on some network file systems)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def recover_parts(parts: Path) -> dict[str, int]:
@@ -295,7 +271,7 @@ def _copy_part(conn: duckdb.DuckDBPyConnection, table: str, source: str | None, 
     query = f"{_select_typed(table, None)} LIMIT 0" if source is None else _select_typed(table, source)
     try:
         conn.execute(f"COPY ({query}) TO '{dest}' (FORMAT parquet)")
-        _fsync(dest)
+        fsync_path(dest)
     except BaseException:
         dest.unlink(missing_ok=True)
         raise
@@ -306,7 +282,7 @@ def _write_part(conn: duckdb.DuckDBPyConnection, table: str, path: Path, source:
     tmp = _staging_path(path)
     _copy_part(conn, table, source, tmp)
     os.replace(tmp, path)
-    _fsync(path.parent, directory=True)
+    fsync_path(path.parent, directory=True)
 
 
 @dataclass(frozen=True)
@@ -387,15 +363,15 @@ def replace_slices(conn: duckdb.DuckDBPyConnection, slices: list[Slice]) -> list
         journal = _staging_path(parts / "journal").with_suffix(".json")
         journal.write_text(json.dumps([[None if tmp is None else os.path.abspath(tmp), os.path.abspath(path)]
                                        for tmp, path in staged]))
-        _fsync(journal)
-        _fsync(parts, directory=True)
+        fsync_path(journal)
+        fsync_path(parts, directory=True)
         for tmp, path in staged:
             if tmp is not None:
                 os.replace(tmp, path)
             else:
                 path.unlink(missing_ok=True)
         for folder in {path.parent for _, path in staged}:
-            _fsync(folder, directory=True)
+            fsync_path(folder, directory=True)
         journal.unlink()
     return [len(sl.rows) for sl in slices]
 
